@@ -1,0 +1,192 @@
+//! `capability`: scales each capability set on its own, with an allocation model that gives every
+//! task set the smallest capable pools first (POLICIES.md section 2). Stateless.
+//!
+//! Allocation (A) is the heart of it: both scale-up (deficits) and the scale-down safety check
+//! (would removing this group create a deficit?) run the same function.
+
+use std::collections::BTreeMap;
+
+use ebbtide_sdk::fleet::{live, out};
+use ebbtide_sdk::params::infos;
+use ebbtide_sdk::{
+    Command, Decision, Fleet, KeySet, NamedCapability, ParamReader, ParamSpec, Placer, Policy, PolicyInfo,
+    Snapshot, Unit, WorkerGroup,
+};
+
+pub struct CapabilityPolicy;
+
+pub struct Params {
+    pub upper: f64,
+    pub lower: f64,
+    pub min_idle_ms: u64,
+    pub max_starts_per_tick: u64,
+}
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec::new("upper_task_ratio", "a number > 0", "5", "tasks per worker a capability set may reach before it grows"),
+    ParamSpec::new(
+        "lower_task_ratio",
+        "a number > 0 and <= upper_task_ratio",
+        "0.5",
+        "a pool whose allocated tasks per worker fall below this shrinks",
+    ),
+    ParamSpec::new("min_idle_ms", "an integer >= 0", "0", "running groups must be idle this long to be shut down"),
+    ParamSpec::new("max_starts_per_tick", "an integer >= 0", "0", "groups started per decision at most; 0 = unlimited"),
+];
+
+/// The unfinished tasks of one key set.
+struct TaskSet {
+    keys: KeySet,
+    out: u64,
+    /// The capability map of the first task group with these keys and `out > 0`: what starts carry.
+    rep: Vec<NamedCapability>,
+}
+
+/// The result of allocation (A): tasks allocated to each pool, and each task set's unmet need.
+struct Allocation {
+    alloc: BTreeMap<KeySet, f64>,
+    /// Workers still needed, per task set (same order as the task sets).
+    deficit: Vec<u64>,
+}
+
+/// Allocation (A) over pools (key set -> capacity). Task sets must be in "most specific first" order.
+fn allocate(sets: &[TaskSet], pools: &BTreeMap<KeySet, u64>, upper: f64) -> Allocation {
+    let mut pool_order: Vec<(&KeySet, u64)> = pools.iter().map(|(k, c)| (k, *c)).collect();
+    pool_order.sort_by(|a, b| a.0.cmp_smallest_first(b.0));
+    let mut alloc = BTreeMap::new();
+    let mut deficit = Vec::with_capacity(sets.len());
+    for set in sets {
+        let mut need = (set.out as f64 / upper).ceil() as u64;
+        let mut n = set.out as f64;
+        for (keys, avail) in pool_order.iter_mut() {
+            if need == 0 {
+                break;
+            }
+            if *avail == 0 || !set.keys.is_subset(keys) {
+                continue;
+            }
+            let take = need.min(*avail);
+            *avail -= take;
+            need -= take;
+            let a = n.min(take as f64 * upper);
+            *alloc.entry((*keys).clone()).or_insert(0.0) += a;
+            n -= a;
+        }
+        deficit.push(need);
+    }
+    Allocation { alloc, deficit }
+}
+
+/// Live groups' capacity by exact key set.
+fn pools<'a>(fleet: &Fleet, groups: impl Iterator<Item = &'a WorkerGroup>) -> BTreeMap<KeySet, u64> {
+    let mut pools = BTreeMap::new();
+    for g in groups.filter(|g| live(g)) {
+        *pools.entry(fleet.keys.of(g.capabilities).clone()).or_insert(0) += fleet.cap(g);
+    }
+    pools
+}
+
+/// Task groups merged by key set, without empty sets, most specific first.
+fn task_sets(fleet: &Fleet) -> Vec<TaskSet> {
+    let snapshot = fleet.snapshot;
+    let mut sets: Vec<TaskSet> = Vec::new();
+    for t in &snapshot.task_groups {
+        let keys = fleet.keys.of(t.capabilities);
+        match sets.iter_mut().find(|s| &s.keys == keys) {
+            Some(s) => {
+                if s.out == 0 && out(t) > 0 {
+                    s.rep = snapshot.named_set(t.capabilities);
+                }
+                s.out += out(t);
+            }
+            None => sets.push(TaskSet { keys: keys.clone(), out: out(t), rep: snapshot.named_set(t.capabilities) }),
+        }
+    }
+    sets.retain(|s| s.out > 0);
+    sets.sort_by(|a, b| a.keys.cmp_specific_first(&b.keys));
+    sets
+}
+
+impl Policy for CapabilityPolicy {
+    type Params = Params;
+
+    fn info() -> PolicyInfo {
+        PolicyInfo {
+            name: "capability".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: "Per capability set: most specific tasks get the smallest capable pools; grows and shrinks each set."
+                .into(),
+            params: infos(PARAMS),
+        }
+    }
+
+    fn parse_params(json: &str) -> Result<Params, Vec<String>> {
+        let mut p = ParamReader::new(PARAMS, json)?;
+        let (upper, lower) = p.task_ratios();
+        let params = Params {
+            upper,
+            lower,
+            min_idle_ms: p.uint("min_idle_ms", |_| true),
+            max_starts_per_tick: p.uint("max_starts_per_tick", |_| true),
+        };
+        p.finish(params)
+    }
+
+    fn decide(p: &Params, snapshot: &Snapshot, _state: &[u8]) -> Decision {
+        let fleet = Fleet::new(snapshot);
+        let mut d = Decision::default();
+        let sets = task_sets(&fleet);
+        let pool_caps = pools(&fleet, snapshot.worker_groups.iter());
+        let allocation = allocate(&sets, &pool_caps, p.upper);
+
+        // Scale-up: starts and shutdowns are never mixed in one decision.
+        let mut placer = Placer::new(&fleet, p.max_starts_per_tick);
+        let mut started = 0;
+        for (set, &deficit) in sets.iter().zip(&allocation.deficit) {
+            if deficit > 0 {
+                started += placer.place(deficit, &set.rep, Unit::Workers, |_| true, &mut d);
+            }
+        }
+        if started > 0 {
+            return d;
+        }
+
+        // Scale-down: at most one group per key set whose pool is under-used, and only if the
+        // remaining groups still serve every task set without a deficit.
+        let victims = fleet.victims(p.min_idle_ms);
+        let mut victim_keys: Vec<&KeySet> = victims.iter().map(|g| fleet.keys.of(g.capabilities)).collect();
+        victim_keys.sort_by(|a, b| a.cmp_specific_first(b));
+        victim_keys.dedup();
+        let mut chosen: Vec<u64> = Vec::new();
+        for keys in victim_keys {
+            let capacity = pool_caps.get(keys).copied().unwrap_or(0);
+            let allocated = allocation.alloc.get(keys).copied().unwrap_or(0.0);
+            if capacity == 0 || allocated / capacity as f64 >= p.lower {
+                continue;
+            }
+            let Some(v) = victims.iter().find(|g| fleet.keys.of(g.capabilities) == keys && !chosen.contains(&g.id))
+            else {
+                continue;
+            };
+            let remaining = || {
+                snapshot.worker_groups.iter().filter(|g| live(g) && g.id != v.id && !chosen.contains(&g.id))
+            };
+            let last_capable = sets.iter().any(|set| {
+                remaining().filter(|g| set.keys.is_subset(fleet.keys.of(g.capabilities))).map(|g| fleet.cap(g)).sum::<u64>()
+                    == 0
+            });
+            if last_capable {
+                continue;
+            }
+            let without = allocate(&sets, &pools(&fleet, remaining()), p.upper);
+            if without.deficit.iter().any(|&x| x > 0) {
+                continue; // removing it would trigger a scale-up
+            }
+            chosen.push(v.id);
+            d.commands.push(Command::Shutdown(v.id));
+        }
+        d
+    }
+}
+
+ebbtide_sdk::export_policy!(CapabilityPolicy);
