@@ -328,7 +328,7 @@ fn role_view<'s>(fleet: &Fleet<'s>, role: &Role, keys: Option<&KeySet>, toleranc
     RoleView { live: live_groups, running_metrics, demand: demand.clamp(role.min_replicas, max), min: role.min_replicas, max }
 }
 
-fn views_for_split<'a>(roles: &[Role], views: &'a [RoleView]) -> Vec<share::RoleInput<'a>> {
+fn views_for_split<'a>(roles: &'a [Role], views: &'a [RoleView]) -> Vec<share::RoleInput<'a>> {
     roles
         .iter()
         .zip(views)
