@@ -1,0 +1,205 @@
+//! Calling into a loaded policy under its limits.
+//!
+//! Every call (instantiation included) runs with a fresh epoch deadline, a fuel budget and the memory
+//! limiter armed; a trap, timeout or limit becomes a [`PolicyError`] and the store is thrown away.
+//! A fresh store per decision is the default; [`Decider`] can keep one instance between decisions
+//! for guests whose instantiation is costly, replacing it after any failure.
+
+use std::sync::Arc;
+
+use ebbtide_sdk::{Decision, PolicyInfo, Snapshot};
+use wasmtime::{Store, Trap};
+
+use super::bindings::{ScalingPolicy, decision_from_wit, info_from_wit, snapshot_to_wit};
+use super::component::LoadedPolicy;
+use super::engine::{EPOCH_TICK, engine};
+use super::sandbox::StoreState;
+use super::PolicyError;
+
+/// Bounds on a decision, checked after it crosses back: what a sane policy never exceeds.
+pub const MAX_COMMANDS: usize = 100_000;
+pub const MAX_DIAGNOSTICS: usize = 1_000;
+pub const MAX_STATE_BYTES: usize = 1 << 20;
+const MAX_TEXT: usize = 4096;
+
+/// A live instance of a policy: its store and the bindings into it.
+pub struct Instance {
+    store: Store<StoreState>,
+    bindings: ScalingPolicy,
+}
+
+impl LoadedPolicy {
+    /// A new instance, created within the policy's limits.
+    pub fn instantiate(&self) -> Result<Instance, PolicyError> {
+        let mut store = Store::new(engine(), StoreState::new(self.label.clone(), self.limits.memory_mib));
+        store.limiter(|s| &mut s.limiter);
+        self.arm(&mut store);
+        match self.pre.instantiate(&mut store) {
+            Ok(bindings) => Ok(Instance { store, bindings }),
+            Err(e) => Err(self.classify("instantiation", &mut store, e)),
+        }
+    }
+
+    /// One decision in a fresh instance.
+    pub fn decide(&self, params: &str, snapshot: &Snapshot, state: &[u8]) -> Result<Decision, PolicyError> {
+        self.decide_in(&mut self.instantiate()?, params, snapshot, state)
+    }
+
+    /// One decision in an existing instance. After an error the instance must not be used again.
+    pub fn decide_in(
+        &self,
+        instance: &mut Instance,
+        params: &str,
+        snapshot: &Snapshot,
+        state: &[u8],
+    ) -> Result<Decision, PolicyError> {
+        let wit_snapshot = snapshot_to_wit(snapshot);
+        let result = self.run(instance, "decide", |b, s| {
+            b.ebbtide_policy_policy().call_decide(s, params, &wit_snapshot, state)
+        })?;
+        let decision = result.map_err(PolicyError::Refused)?;
+        check_decision(&decision, snapshot.names.len())?;
+        Ok(decision_from_wit(decision))
+    }
+
+    /// `validate(params)`: `Ok(Err(messages))` when the policy rejects them.
+    pub fn validate(&self, params: &str) -> Result<Result<(), Vec<String>>, PolicyError> {
+        let mut instance = self.instantiate()?;
+        self.run(&mut instance, "validate", |b, s| b.ebbtide_policy_policy().call_validate(s, params))
+    }
+
+    /// Sets the deadline, fuel and limiter for the next call.
+    fn arm(&self, store: &mut Store<StoreState>) {
+        store.data_mut().begin_call();
+        let ticks = self.limits.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        // Cannot fail: the engine meters fuel (see engine.rs).
+        let _ = store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX));
+    }
+
+    fn run<R>(
+        &self,
+        instance: &mut Instance,
+        call: &'static str,
+        f: impl FnOnce(&ScalingPolicy, &mut Store<StoreState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PolicyError> {
+        self.arm(&mut instance.store);
+        let result = f(&instance.bindings, &mut instance.store);
+        match result {
+            Ok(r) => {
+                self.drain_output(&mut instance.store);
+                Ok(r)
+            }
+            Err(e) => Err(self.classify(call, &mut instance.store, e)),
+        }
+    }
+
+    /// Logs what the guest printed, and returns it.
+    fn drain_output(&self, store: &mut Store<StoreState>) -> String {
+        let output = store.data().output.drain();
+        if !output.is_empty() {
+            tracing::debug!(policy = %self.label, "guest output: {}", output.trim_end());
+        }
+        output
+    }
+
+    fn classify(&self, call: &'static str, store: &mut Store<StoreState>, e: wasmtime::Error) -> PolicyError {
+        let output = self.drain_output(store);
+        if store.data().limiter.exceeded {
+            return PolicyError::Memory { call, limit_mib: store.data().limiter.limit_mib };
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PolicyError::Timeout { call, deadline_ms: self.limits.deadline_ms },
+            Some(Trap::OutOfFuel) => PolicyError::Fuel { call, budget: self.limits.fuel.unwrap_or(u64::MAX) },
+            _ => {
+                let mut message = format!("{e:#}");
+                let said = output.trim();
+                if !said.is_empty() {
+                    // The tail is where a panic message is.
+                    let tail: String = said.chars().rev().take(1000).collect::<Vec<_>>().into_iter().rev().collect();
+                    message.push_str(&format!("; the guest printed: {tail}"));
+                }
+                PolicyError::Trap { call, message }
+            }
+        }
+    }
+}
+
+/// `describe()` in a fresh instance (used once, at load).
+pub(super) fn describe(policy: &LoadedPolicy) -> Result<PolicyInfo, PolicyError> {
+    let mut instance = policy.instantiate()?;
+    let info = policy.run(&mut instance, "describe", |b, s| b.ebbtide_policy_policy().call_describe(s))?;
+    if info.name.is_empty() || info.name.len() > 64 {
+        return Err(PolicyError::InvalidDecision(format!(
+            "describe() must return a name of 1 to 64 characters, got {:?}",
+            info.name
+        )));
+    }
+    Ok(info_from_wit(info))
+}
+
+fn check_decision(d: &super::bindings::w::Decision, names: usize) -> Result<(), PolicyError> {
+    use super::bindings::w::Command;
+    let invalid = |m: String| Err(PolicyError::InvalidDecision(m));
+    if d.commands.len() > MAX_COMMANDS {
+        return invalid(format!("{} commands; at most {MAX_COMMANDS} are accepted", d.commands.len()));
+    }
+    if d.diagnostics.len() > MAX_DIAGNOSTICS {
+        return invalid(format!("{} diagnostics; at most {MAX_DIAGNOSTICS} are accepted", d.diagnostics.len()));
+    }
+    if d.state.len() > MAX_STATE_BYTES {
+        return invalid(format!("state of {} bytes; at most {MAX_STATE_BYTES} are accepted", d.state.len()));
+    }
+    for c in &d.commands {
+        if let Command::Start(s) = c {
+            if s.adapter as usize >= names {
+                return invalid(format!("a start names adapter id {} but the snapshot has {names} names", s.adapter));
+            }
+            if let Some(bad) = s.capabilities.iter().find(|c| c.name.is_empty() || c.name.len() > 256) {
+                return invalid(format!("a start names a capability of {} bytes; expected 1 to 256", bad.name.len()));
+            }
+        }
+    }
+    if let Some(bad) = d.diagnostics.iter().find(|x| x.code.len() > 64 || x.message.len() > MAX_TEXT) {
+        return invalid(format!(
+            "a diagnostic is too long (code {} bytes, message {} bytes; at most 64 and {MAX_TEXT})",
+            bad.code.len(),
+            bad.message.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Decides with one policy, either in a fresh instance per call (the default) or in an instance kept
+/// between calls, which is replaced after any failure (a trapped instance is never re-entered).
+pub struct Decider {
+    policy: Arc<LoadedPolicy>,
+    reuse: bool,
+    instance: Option<Instance>,
+}
+
+impl Decider {
+    pub fn new(policy: Arc<LoadedPolicy>, reuse: bool) -> Self {
+        Decider { policy, reuse, instance: None }
+    }
+
+    pub fn policy(&self) -> &Arc<LoadedPolicy> {
+        &self.policy
+    }
+
+    pub fn decide(&mut self, params: &str, snapshot: &Snapshot, state: &[u8]) -> Result<Decision, PolicyError> {
+        if !self.reuse {
+            return self.policy.decide(params, snapshot, state);
+        }
+        let mut instance = match self.instance.take() {
+            Some(i) => i,
+            None => self.policy.instantiate()?,
+        };
+        let result = self.policy.decide_in(&mut instance, params, snapshot, state);
+        if result.is_ok() {
+            self.instance = Some(instance);
+        }
+        result
+    }
+}

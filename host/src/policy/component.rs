@@ -1,0 +1,160 @@
+//! Loading a policy: bytes in, an immutable [`LoadedPolicy`] out, or a typed error saying why not.
+//!
+//! The pipeline: sha256 digest; header check (empty, not WebAssembly, a core module rather than a
+//! component); compile (once per digest, cached); world and version check; link (`InstancePre`);
+//! `describe()` within the limits. A `LoadedPolicy` is prepared once and instantiated per call.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ebbtide_sdk::PolicyInfo;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+
+use super::bindings::{POLICY_EXPORT, POLICY_EXPORT_ANY_VERSION, ScalingPolicy, ScalingPolicyPre, WORLD};
+use super::engine::engine;
+use super::limits::CallLimits;
+use super::sandbox::StoreState;
+use super::{PolicyError, call};
+
+/// Compiled components kept by digest, so a reload or swap back to a known version costs nothing.
+const COMPILED_CACHE_SIZE: usize = 32;
+
+/// A policy ready to run: prepared once, instantiated per call. Immutable; swap it whole.
+pub struct LoadedPolicy {
+    /// sha256 of the component bytes, hex.
+    pub digest: String,
+    pub size: usize,
+    pub info: PolicyInfo,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pub limits: CallLimits,
+    pub(super) pre: ScalingPolicyPre<StoreState>,
+    /// `name@digest-prefix`, for logs.
+    pub(super) label: Arc<str>,
+}
+
+impl std::fmt::Debug for LoadedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPolicy").field("name", &self.info.name).field("digest", &self.digest).finish()
+    }
+}
+
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl LoadedPolicy {
+    /// Loads a component. CPU-heavy on first sight of a digest (compilation): call it off any async
+    /// runtime. `limits` bound every later call, `describe()` included.
+    pub fn load(bytes: &[u8], limits: CallLimits) -> Result<LoadedPolicy, PolicyError> {
+        check_header(bytes)?;
+        let digest = digest(bytes);
+        let component = compile(bytes, &digest)?;
+        let (imports, exports) = check_world(&component)?;
+        let pre = linker().instantiate_pre(&component).map_err(|e| {
+            PolicyError::Incompatible(format!("the component's imports cannot be satisfied: {e:#}"))
+        })?;
+        let pre = ScalingPolicyPre::new(pre)
+            .map_err(|e| PolicyError::Incompatible(format!("the component does not match {WORLD}: {e:#}")))?;
+        let mut policy = LoadedPolicy {
+            label: format!("?@{}", &digest[..12]).into(),
+            digest,
+            size: bytes.len(),
+            info: PolicyInfo { name: String::new(), version: String::new(), summary: String::new(), params: vec![] },
+            imports,
+            exports,
+            limits,
+            pre,
+        };
+        policy.info = call::describe(&policy)?;
+        policy.label = format!("{}@{}", policy.info.name, &policy.digest[..12]).into();
+        Ok(policy)
+    }
+}
+
+fn check_header(bytes: &[u8]) -> Result<(), PolicyError> {
+    const COMPONENT_VERSION: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+    const CORE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+    if bytes.is_empty() {
+        return Err(PolicyError::InvalidComponent(
+            "the file is empty; expected a WebAssembly component built against wit/ (ebbtide:policy@0.1.0)".into(),
+        ));
+    }
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        return Err(PolicyError::InvalidComponent(format!(
+            "not WebAssembly: expected the magic bytes 00 61 73 6d, found {}",
+            head.join(" ")
+        )));
+    }
+    if bytes[4..8] == CORE_VERSION {
+        return Err(PolicyError::InvalidComponent(
+            "a core WebAssembly module, not a component: build for wasm32-wasip2, or wrap a wasip1 module with `wasm-tools component new`".into(),
+        ));
+    }
+    if bytes[4..8] != COMPONENT_VERSION {
+        return Err(PolicyError::InvalidComponent(format!(
+            "unknown WebAssembly binary version {:02x?}; expected a component (0d 00 01 00)",
+            &bytes[4..8]
+        )));
+    }
+    Ok(())
+}
+
+fn compile(bytes: &[u8], digest: &str) -> Result<Component, PolicyError> {
+    static CACHE: Mutex<Vec<(String, Component)>> = Mutex::new(Vec::new());
+    if let Some((_, c)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(d, _)| d == digest) {
+        return Ok(c.clone());
+    }
+    let component = Component::new(engine(), bytes)
+        .map_err(|e| PolicyError::InvalidComponent(format!("the component does not compile: {e:#}")))?;
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= COMPILED_CACHE_SIZE {
+        cache.remove(0);
+    }
+    cache.push((digest.to_owned(), component.clone()));
+    Ok(component)
+}
+
+/// The component must export `ebbtide:policy/policy@0.1.0` and import only what the host provides.
+fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), PolicyError> {
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(engine()).map(|(n, _)| n.to_owned()).collect();
+    let exports: Vec<String> = ty.exports(engine()).map(|(n, _)| n.to_owned()).collect();
+    if !exports.iter().any(|e| e == POLICY_EXPORT) {
+        if let Some(other) = exports.iter().find(|e| e.starts_with(POLICY_EXPORT_ANY_VERSION)) {
+            let version = other.rsplit('@').next().unwrap_or("unversioned");
+            return Err(PolicyError::Incompatible(format!(
+                "the component was built against ebbtide:policy@{version} (it exports {other}); this scheduler speaks {WORLD} and expects the export {POLICY_EXPORT}; rebuild the policy against this release's wit/"
+            )));
+        }
+        return Err(PolicyError::Incompatible(format!(
+            "not an ebbtide policy: expected the world {WORLD} (exporting {POLICY_EXPORT}); the component exports [{}]",
+            exports.join(", ")
+        )));
+    }
+    const HOST_INTERFACES: [&str; 2] = ["ebbtide:policy/host@0.1.0", "ebbtide:policy/types@0.1.0"];
+    let provided = |name: &str| name.starts_with("wasi:") || HOST_INTERFACES.contains(&name);
+    if let Some(bad) = imports.iter().find(|i| !provided(i)) {
+        return Err(PolicyError::Incompatible(format!(
+            "the component imports {bad}, which ebbtide does not provide; a policy may import ebbtide:policy/{{host,types}}@0.1.0 and WASI 0.2 interfaces"
+        )));
+    }
+    Ok((imports, exports))
+}
+
+/// The linker every policy is prepared with: WASI (with the empty context of `sandbox`) and `host`.
+fn linker() -> &'static Linker<StoreState> {
+    static LINKER: OnceLock<Linker<StoreState>> = OnceLock::new();
+    LINKER.get_or_init(|| {
+        let mut linker = Linker::new(engine());
+        // Both only fail on duplicate definitions, which this function never makes.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("WASI links once");
+        ScalingPolicy::add_to_linker::<StoreState, wasmtime::component::HasSelf<StoreState>>(&mut linker, |s| s)
+            .expect("the host interface links once");
+        linker
+    })
+}
+
+
+

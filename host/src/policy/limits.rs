@@ -1,0 +1,43 @@
+//! Limits on every call into a policy: what bounds a call, and what happens when it is exceeded.
+//!
+//! A call that exceeds a limit is stopped and fails with a typed [`PolicyError`](super::PolicyError)
+//! (`timeout`, `memory` or `fuel`); the runtime itself is unaffected and serves the next call.
+
+use serde::{Deserialize, Serialize};
+
+use super::engine::MAX_MEMORY_MIB;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallLimits {
+    /// Wall-clock deadline per call, enforced by epoch interruption. Default 100 ms: a decision takes
+    /// microseconds, so this only stops runaway guests, and leaves room for slow interpreters.
+    pub deadline_ms: u64,
+    /// Cap on the guest's linear memory. Default 64 MiB: ample for any snapshot we produce, small
+    /// enough that a leaking guest cannot hurt the scheduler.
+    pub memory_mib: u64,
+    /// Optional instruction budget per call (deterministic, unlike the deadline). Default: none.
+    pub fuel: Option<u64>,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        CallLimits { deadline_ms: 100, memory_mib: 64, fuel: None }
+    }
+}
+
+impl CallLimits {
+    /// Checks the values; the error names the bad one and what is accepted.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.deadline_ms == 0 || self.deadline_ms > 60_000 {
+            return Err(format!("deadline_ms: expected 1 to 60000, got {}", self.deadline_ms));
+        }
+        if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
+            return Err(format!("memory_mib: expected 1 to {MAX_MEMORY_MIB}, got {}", self.memory_mib));
+        }
+        if self.fuel == Some(0) {
+            return Err("fuel: expected a positive instruction budget, or leave it out for none".into());
+        }
+        Ok(())
+    }
+}
