@@ -3,6 +3,8 @@
 
 use ebbtide_sdk as m;
 
+use super::lowering::{FastMetricSample, FastWorkerGroup, WireSnapshot};
+
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "scaling-policy",
@@ -17,8 +19,8 @@ pub const POLICY_EXPORT: &str = "ebbtide:policy/policy@0.1.0";
 /// The prefix shared by every version of that interface.
 pub const POLICY_EXPORT_ANY_VERSION: &str = "ebbtide:policy/policy";
 
-pub fn snapshot_to_wit(s: &m::Snapshot) -> w::Snapshot {
-    w::Snapshot {
+pub fn snapshot_to_wit(s: &m::Snapshot) -> WireSnapshot {
+    WireSnapshot {
         now_ms: s.now_ms,
         trigger: match s.trigger {
             m::Trigger::Tick => w::Trigger::Tick,
@@ -51,7 +53,7 @@ pub fn snapshot_to_wit(s: &m::Snapshot) -> w::Snapshot {
         worker_groups: s
             .worker_groups
             .iter()
-            .map(|g| w::WorkerGroup {
+            .map(|g| FastWorkerGroup(w::WorkerGroup {
                 id: g.id,
                 adapter: g.adapter,
                 capabilities: g.capabilities,
@@ -64,12 +66,12 @@ pub fn snapshot_to_wit(s: &m::Snapshot) -> w::Snapshot {
                 queued_tasks: g.queued_tasks,
                 idle_workers: g.idle_workers,
                 idle_ms: g.idle_ms,
-            })
+            }))
             .collect(),
         metrics: s
             .metrics
             .iter()
-            .map(|x| w::MetricSample { group: x.group, name: x.name, value: x.value })
+            .map(|x| FastMetricSample(w::MetricSample { group: x.group, name: x.name, value: x.value }))
             .collect(),
         misses: s.misses.iter().map(|x| w::Miss { adapter: x.adapter, count: x.count }).collect(),
     }

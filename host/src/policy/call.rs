@@ -8,9 +8,11 @@
 use std::sync::Arc;
 
 use ebbtide_sdk::{Decision, PolicyInfo, Snapshot};
+use wasmtime::component::{Func, TypedFunc};
 use wasmtime::{Store, Trap};
 
-use super::bindings::{ScalingPolicy, decision_from_wit, info_from_wit, snapshot_to_wit};
+use super::bindings::{ScalingPolicy, decision_from_wit, info_from_wit, snapshot_to_wit, w};
+use super::lowering::WireSnapshot;
 use super::component::LoadedPolicy;
 use super::engine::{EPOCH_TICK, engine};
 use super::sandbox::StoreState;
@@ -22,11 +24,15 @@ pub const MAX_DIAGNOSTICS: usize = 1_000;
 pub const MAX_STATE_BYTES: usize = 1 << 20;
 const MAX_TEXT: usize = 4096;
 
-/// A live instance of a policy: its store and the bindings into it.
+/// A live instance of a policy: its store, the bindings into it, and its `decide` export.
 pub struct Instance {
     store: Store<StoreState>,
     bindings: ScalingPolicy,
+    decide: Func,
 }
+
+/// `decide` called with the fast-lowering snapshot (see `lowering`).
+type DecideFn<'a> = TypedFunc<(&'a str, &'a WireSnapshot, &'a [u8]), (Result<w::Decision, String>,)>;
 
 impl LoadedPolicy {
     /// A new instance, created within the policy's limits.
@@ -34,10 +40,19 @@ impl LoadedPolicy {
         let mut store = Store::new(engine(), StoreState::new(self.label.clone(), self.limits.memory_mib));
         store.limiter(|s| &mut s.limiter);
         self.arm(&mut store);
-        match self.pre.instantiate(&mut store) {
-            Ok(bindings) => Ok(Instance { store, bindings }),
+        match self.prepare(&mut store) {
+            Ok((bindings, decide)) => Ok(Instance { store, bindings, decide }),
             Err(e) => Err(self.classify("instantiation", &mut store, e)),
         }
+    }
+
+    fn prepare(&self, store: &mut Store<StoreState>) -> wasmtime::Result<(ScalingPolicy, Func)> {
+        let instance = self.pre.instance_pre().instantiate(&mut *store)?;
+        let bindings = ScalingPolicy::new(&mut *store, &instance)?;
+        let decide = instance
+            .get_func(&mut *store, self.decide_export)
+            .ok_or_else(|| wasmtime::format_err!("the component has no decide export"))?;
+        Ok((bindings, decide))
     }
 
     /// One decision in a fresh instance.
@@ -54,8 +69,10 @@ impl LoadedPolicy {
         state: &[u8],
     ) -> Result<Decision, PolicyError> {
         let wit_snapshot = snapshot_to_wit(snapshot);
-        let result = self.run(instance, "decide", |b, s| {
-            b.ebbtide_policy_policy().call_decide(s, params, &wit_snapshot, state)
+        let decide = instance.decide;
+        let result = self.run(instance, "decide", |_, s| {
+            let f: DecideFn<'_> = decide.typed(&*s)?;
+            Ok(f.call(s, (params, &wit_snapshot, state))?.0)
         })?;
         let decision = result.map_err(PolicyError::Refused)?;
         check_decision(&decision, snapshot.names.len())?;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use ebbtide_sdk::PolicyInfo;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
 use super::bindings::{POLICY_EXPORT, POLICY_EXPORT_ANY_VERSION, ScalingPolicy, ScalingPolicyPre, WORLD};
 use super::engine::engine;
@@ -29,6 +29,8 @@ pub struct LoadedPolicy {
     pub exports: Vec<String>,
     pub limits: CallLimits,
     pub(super) pre: ScalingPolicyPre<StoreState>,
+    /// `decide` inside the policy export, called directly with the fast-lowering snapshot.
+    pub(super) decide_export: ComponentExportIndex,
     /// `name@digest-prefix`, for logs.
     pub(super) label: Arc<str>,
 }
@@ -56,7 +58,12 @@ impl LoadedPolicy {
         })?;
         let pre = ScalingPolicyPre::new(pre)
             .map_err(|e| PolicyError::Incompatible(format!("the component does not match {WORLD}: {e:#}")))?;
+        let decide_export = component
+            .get_export_index(None, POLICY_EXPORT)
+            .and_then(|iface| component.get_export_index(Some(&iface), "decide"))
+            .ok_or_else(|| PolicyError::Incompatible(format!("{POLICY_EXPORT} has no decide function")))?;
         let mut policy = LoadedPolicy {
+            decide_export,
             label: format!("?@{}", &digest[..12]).into(),
             digest,
             size: bytes.len(),

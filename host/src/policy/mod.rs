@@ -18,6 +18,7 @@ pub mod component;
 pub mod engine;
 mod error;
 pub mod limits;
+mod lowering;
 pub mod sample;
 pub mod sandbox;
 pub mod source;

@@ -10,7 +10,7 @@ use ebbtide_sdk::fleet::{live, out};
 use ebbtide_sdk::params::infos;
 use ebbtide_sdk::{
     Command, Decision, Fleet, KeySet, NamedCapability, ParamReader, ParamSpec, Placer, Policy, PolicyInfo,
-    Snapshot, Unit, WorkerGroup,
+    Snapshot, Unit,
 };
 
 pub struct CapabilityPolicy;
@@ -77,11 +77,20 @@ fn allocate(sets: &[TaskSet], pools: &BTreeMap<KeySet, u64>, upper: f64) -> Allo
     Allocation { alloc, deficit }
 }
 
-/// Live groups' capacity by exact key set.
-fn pools<'a>(fleet: &Fleet, groups: impl Iterator<Item = &'a WorkerGroup>) -> BTreeMap<KeySet, u64> {
+/// Live groups' capacity by exact key set. Summed per capability set first, so a key set is cloned
+/// once per distinct set rather than once per group.
+fn pools(fleet: &Fleet) -> BTreeMap<KeySet, u64> {
+    let mut by_set = vec![0u64; fleet.snapshot.capability_sets.len()];
+    let mut seen = vec![false; by_set.len()];
+    for g in fleet.snapshot.worker_groups.iter().filter(|g| live(g)) {
+        if let Some(i) = by_set.get_mut(g.capabilities as usize) {
+            *i += fleet.cap(g);
+            seen[g.capabilities as usize] = true;
+        }
+    }
     let mut pools = BTreeMap::new();
-    for g in groups.filter(|g| live(g)) {
-        *pools.entry(fleet.keys.of(g.capabilities).clone()).or_insert(0) += fleet.cap(g);
+    for (set, capacity) in by_set.into_iter().enumerate().filter(|(i, _)| seen[*i]) {
+        *pools.entry(fleet.keys.of(set as u32).clone()).or_insert(0) += capacity;
     }
     pools
 }
@@ -136,7 +145,7 @@ impl Policy for CapabilityPolicy {
         let fleet = Fleet::new(snapshot);
         let mut d = Decision::default();
         let sets = task_sets(&fleet);
-        let pool_caps = pools(&fleet, snapshot.worker_groups.iter());
+        let pool_caps = pools(&fleet);
         let allocation = allocate(&sets, &pool_caps, p.upper);
 
         // Scale-up: starts and shutdowns are never mixed in one decision.
@@ -154,35 +163,37 @@ impl Policy for CapabilityPolicy {
         // Scale-down: at most one group per key set whose pool is under-used, and only if the
         // remaining groups still serve every task set without a deficit.
         let victims = fleet.victims(p.min_idle_ms);
-        let mut victim_keys: Vec<&KeySet> = victims.iter().map(|g| fleet.keys.of(g.capabilities)).collect();
+        let mut victim_sets: Vec<u32> = victims.iter().map(|g| g.capabilities).collect();
+        victim_sets.sort_unstable();
+        victim_sets.dedup();
+        let mut victim_keys: Vec<&KeySet> = victim_sets.into_iter().map(|c| fleet.keys.of(c)).collect();
         victim_keys.sort_by(|a, b| a.cmp_specific_first(b));
         victim_keys.dedup();
-        let mut chosen: Vec<u64> = Vec::new();
+        // Capacity by pool once the groups chosen so far are gone. At most one group per key set is
+        // chosen, so each key set's victim is simply its first group in victim order.
+        let mut remaining = pool_caps.clone();
         for keys in victim_keys {
             let capacity = pool_caps.get(keys).copied().unwrap_or(0);
             let allocated = allocation.alloc.get(keys).copied().unwrap_or(0.0);
             if capacity == 0 || allocated / capacity as f64 >= p.lower {
                 continue;
             }
-            let Some(v) = victims.iter().find(|g| fleet.keys.of(g.capabilities) == keys && !chosen.contains(&g.id))
-            else {
+            let Some(v) = victims.iter().find(|g| fleet.keys.of(g.capabilities) == keys) else {
                 continue;
             };
-            let remaining = || {
-                snapshot.worker_groups.iter().filter(|g| live(g) && g.id != v.id && !chosen.contains(&g.id))
-            };
+            let mut without = remaining.clone();
+            if let Some(c) = without.get_mut(keys) {
+                *c = c.saturating_sub(fleet.cap(v));
+            }
+            // (a) the last-capable rule: every task set keeps some capacity that serves it.
             let last_capable = sets.iter().any(|set| {
-                remaining().filter(|g| set.keys.is_subset(fleet.keys.of(g.capabilities))).map(|g| fleet.cap(g)).sum::<u64>()
-                    == 0
+                without.iter().filter(|(k, _)| set.keys.is_subset(k)).map(|(_, c)| c).sum::<u64>() == 0
             });
-            if last_capable {
+            // (b) anti-thrash: without it, allocation still meets every task set.
+            if last_capable || allocate(&sets, &without, p.upper).deficit.iter().any(|&x| x > 0) {
                 continue;
             }
-            let without = allocate(&sets, &pools(&fleet, remaining()), p.upper);
-            if without.deficit.iter().any(|&x| x > 0) {
-                continue; // removing it would trigger a scale-up
-            }
-            chosen.push(v.id);
+            remaining = without;
             d.commands.push(Command::Shutdown(v.id));
         }
         d
