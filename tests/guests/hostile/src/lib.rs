@@ -1,0 +1,66 @@
+//! A policy that misbehaves on request, for the runtime's containment tests. `{"mode": M}` picks:
+//! `ok` (no commands), `loop` (never returns), `grow` (allocates without end), `trap` (panics),
+//! `huge` (ten million commands), `snoop` (reports what it can see of env, args, files and clocks),
+//! `echo` (returns the snapshot it received, as JSON, in its state).
+
+use ebbtide_sdk::{Command, Decision, ParamReader, ParamSpec, Policy, PolicyInfo, Snapshot};
+
+pub struct Hostile;
+
+const PARAMS: &[ParamSpec] = &[ParamSpec::new("mode", "one of ok, loop, grow, trap, huge, snoop, echo", "\"ok\"", "how to misbehave")];
+const MODES: &[&str] = &["ok", "loop", "grow", "trap", "huge", "snoop", "echo"];
+
+impl Policy for Hostile {
+    type Params = String;
+
+    fn info() -> PolicyInfo {
+        PolicyInfo { name: "hostile".into(), version: "0.0.1".into(), summary: "misbehaves on request".into(), params: vec![] }
+    }
+
+    fn parse_params(json: &str) -> Result<String, Vec<String>> {
+        let mut p = ParamReader::new(PARAMS, json)?;
+        let mode = p.choice("mode", MODES);
+        p.finish(mode)
+    }
+
+    fn decide(mode: &String, snapshot: &Snapshot, _state: &[u8]) -> Decision {
+        let mut d = Decision::default();
+        match mode.as_str() {
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "grow" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => panic!("hostile guest panics on purpose"),
+            "huge" => d.commands = (0..10_000_000u64).map(Command::Shutdown).collect(),
+            "snoop" => {
+                let file = std::fs::read_to_string("/etc/passwd").map(|s| s.len().to_string()).unwrap_or_else(|e| e.to_string());
+                let clock_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0);
+                let seen = serde_json::json!({
+                    "env": std::env::vars().count(),
+                    "args": std::env::args().count(),
+                    "file": file,
+                    "clock_ms": clock_ms as u64,
+                    "cwd": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+                });
+                d.diagnose("seen", seen.to_string());
+            }
+            "echo" => d.state = serde_json::to_vec(snapshot).unwrap_or_default(),
+            _ => {}
+        }
+        d
+    }
+}
+
+ebbtide_sdk::export_policy!(Hostile);

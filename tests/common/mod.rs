@@ -1,0 +1,44 @@
+//! Shared helpers for the integration tests: building test guests from source, the binary's path.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the workspace").to_path_buf()
+}
+
+/// Builds a test guest crate under tests/guests/ for wasm32-wasip2 (once per test process) and
+/// returns its component. Guests are built from source, never committed as binaries.
+pub fn guest(package: &str, artifact: &str) -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let root = workspace_root();
+    let target_dir = root.join("target").join("guests");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args(["build", "--quiet", "--profile", "guest", "--target", "wasm32-wasip2", "-p", package, "--target-dir"])
+        .arg(&target_dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building test guest {package} failed");
+    let path = target_dir.join("wasm32-wasip2").join("guest").join(artifact);
+    assert!(path.exists(), "{} was not produced", path.display());
+    path
+}
+
+pub fn hostile() -> Vec<u8> {
+    std::fs::read(guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm")).expect("guest is readable")
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = workspace_root().join("target").join("test-tmp").join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
