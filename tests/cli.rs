@@ -38,7 +38,12 @@ fn total_steps(files: &[String]) -> usize {
         .iter()
         .map(|f| {
             let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f).expect("read")).expect("json");
-            v["cases"].as_array().expect("cases").iter().map(|c| c["steps"].as_array().expect("steps").len()).sum::<usize>()
+            v["cases"]
+                .as_array()
+                .expect("cases")
+                .iter()
+                .map(|c| c["steps"].as_array().expect("steps").len())
+                .sum::<usize>()
         })
         .sum()
 }
@@ -49,7 +54,10 @@ fn list_shows_every_builtin_with_version_and_summary() {
     assert!(out.status.success());
     let text = stdout(&out);
     for name in ["no", "vanilla", "capability", "fixed_elastic", "pd_coordinated", "buffer"] {
-        let line = text.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"));
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(words[1], "0.1.0", "version of {name}: {line}");
         assert!(words.len() > 4, "a summary for {name}: {line}");
@@ -70,9 +78,10 @@ fn every_public_vector_passes_through_the_runtime() {
 #[test]
 fn a_wrong_expectation_fails_naming_file_case_and_step() {
     let dir = common::temp_dir("wrong-vector");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::workspace_root().join("tests/vectors/vanilla.json")).expect("read"))
-            .expect("json");
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::workspace_root().join("tests/vectors/vanilla.json")).expect("read"),
+    )
+    .expect("json");
     // V1 expects 10 starts; claim 9.
     v["cases"][0]["steps"][0]["expect"]["commands"][0]["count"] = 9.into();
     let file = dir.join("wrong.json");
@@ -96,7 +105,14 @@ fn an_exported_builtin_is_inspected_checked_and_tested_like_a_builtin() {
     let out = ebbtide(&["policy", "inspect", wasm]);
     let text = stdout(&out);
     assert!(out.status.success(), "{}", all_output(&out));
-    for field in ["name:     vanilla", "version:  0.1.0", "world:    ebbtide:policy/scaling-policy@0.1.0", "imports:", "size:", "sha256:"] {
+    for field in [
+        "name:     vanilla",
+        "version:  0.1.0",
+        "world:    ebbtide:policy/scaling-policy@0.1.0",
+        "imports:",
+        "size:",
+        "sha256:",
+    ] {
         assert!(text.contains(field), "inspect shows {field:?}:\n{text}");
     }
 
@@ -106,7 +122,10 @@ fn an_exported_builtin_is_inspected_checked_and_tested_like_a_builtin() {
     let bad = ebbtide(&["policy", "check", wasm, "--params", r#"{"upper_task_ratio": "ten"}"#]);
     let text = all_output(&bad);
     assert!(!bad.status.success(), "bad params must be rejected:\n{text}");
-    assert!(text.contains("upper_task_ratio") && text.contains("a number > 0"), "names the key and what it accepts:\n{text}");
+    assert!(
+        text.contains("upper_task_ratio") && text.contains("a number > 0"),
+        "names the key and what it accepts:\n{text}"
+    );
 
     let vectors = common::workspace_root().join("tests/vectors/vanilla.json");
     let out = ebbtide(&["policy", "test", "--policy", wasm, vectors.to_str().expect("utf-8")]);
@@ -131,7 +150,9 @@ fn bench_json_reports_every_documented_field() {
     let out = ebbtide(&["policy", "bench", "vanilla", "--size", "small", "--iterations", "50", "--json"]);
     assert!(out.status.success(), "{}", all_output(&out));
     let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
-    for field in ["fresh_median_us", "fresh_p99_us", "reused_median_us", "reused_p99_us", "native_median_us", "overhead_us"] {
+    for field in
+        ["fresh_median_us", "fresh_p99_us", "reused_median_us", "reused_p99_us", "native_median_us", "overhead_us"]
+    {
         assert!(report[field].as_f64().is_some(), "{field} missing: {report}");
     }
     let fresh = report["fresh_median_us"].as_f64().unwrap_or_default();

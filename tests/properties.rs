@@ -75,7 +75,9 @@ fn params(policy: &str, budget: u64, min_idle_ms: u64) -> String {
         "vanilla" | "capability" | "fixed_elastic" => {
             format!(r#"{{"max_starts_per_tick": {budget}, "min_idle_ms": {min_idle_ms}}}"#)
         }
-        "buffer" => r#"{"adapter_id": "a0", "min_ready": 2, "target_buffer": 3, "scale_down_stabilization_ms": 0}"#.into(),
+        "buffer" => {
+            r#"{"adapter_id": "a0", "min_ready": 2, "target_buffer": 3, "scale_down_stabilization_ms": 0}"#.into()
+        }
         "pd_coordinated" => format!(
             r#"{{"max_starts_per_tick": {budget}, "scale_down_stabilization_ms": 0, "roles": [
                 {{"name": "decode", "capabilities": {{"ssd": 1}}, "max_replicas": 6}},
@@ -115,7 +117,11 @@ fn check_rules(policy: &str, snapshot: &Snapshot, d: &Decision, budget: u64, min
             return Err(format!("group {id} shut down twice"));
         }
         seen.push(id);
-        let g = snapshot.worker_groups.iter().find(|g| g.id == id).ok_or_else(|| format!("shutdown of unknown group {id}"))?;
+        let g = snapshot
+            .worker_groups
+            .iter()
+            .find(|g| g.id == id)
+            .ok_or_else(|| format!("shutdown of unknown group {id}"))?;
         if g.adapter.is_none() {
             return Err(format!("shutdown of unmanaged group {id}"));
         }

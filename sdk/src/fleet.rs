@@ -200,7 +200,11 @@ impl<'f, 's> Placer<'f, 's> {
             let unit = if unit == Unit::Workers { "workers" } else { "groups" };
             d.diagnose(
                 "unplaceable",
-                format!("{} short for {}: no eligible adapter has a free slot or the start budget ran out", format_need(need, unit), describe_caps(caps)),
+                format!(
+                    "{} short for {}: no eligible adapter has a free slot or the start budget ran out",
+                    format_need(need, unit),
+                    describe_caps(caps)
+                ),
             );
         }
         started

@@ -113,10 +113,6 @@ fn decision_to_wit(d: m::Decision) -> w::Decision {
             })
             .collect(),
         state: d.state,
-        diagnostics: d
-            .diagnostics
-            .into_iter()
-            .map(|x| w::Diagnostic { code: x.code, message: x.message })
-            .collect(),
+        diagnostics: d.diagnostics.into_iter().map(|x| w::Diagnostic { code: x.code, message: x.message }).collect(),
     }
 }

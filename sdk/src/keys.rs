@@ -52,17 +52,10 @@ impl KeyIndex {
         let mut sorted_names: Vec<String> = snapshot.names.clone();
         sorted_names.sort();
         sorted_names.dedup();
-        let rank = snapshot
-            .names
-            .iter()
-            .map(|n| sorted_names.binary_search(n).unwrap_or_default() as u32)
-            .collect::<Vec<_>>();
+        let rank =
+            snapshot.names.iter().map(|n| sorted_names.binary_search(n).unwrap_or_default() as u32).collect::<Vec<_>>();
         let mut index = KeyIndex { rank, sets: Vec::new(), sorted_names };
-        index.sets = snapshot
-            .capability_sets
-            .iter()
-            .map(|set| index.key_set(set.iter().map(|c| c.name)))
-            .collect();
+        index.sets = snapshot.capability_sets.iter().map(|set| index.key_set(set.iter().map(|c| c.name))).collect();
         index
     }
 

@@ -36,8 +36,8 @@ pub use fleet::{Fleet, Placer, Unit};
 pub use keys::{KeyIndex, KeySet};
 pub use model::*;
 pub use params::{ParamReader, ParamSpec};
-pub use state::{StateReader, StateWriter};
 pub use policy::{Policy, decide_json, validate_json};
+pub use state::{StateReader, StateWriter};
 
 /// The contract version this SDK implements; the host refuses components of another.
 pub const CONTRACT_VERSION: &str = "0.1.0";

@@ -54,7 +54,7 @@ macro_rules! export_policy {
                     $crate::guest::decide::<$policy>(&params, snapshot, &state)
                 }
             }
-            $crate::guest::__export_scaling_policy!(__EbbtideExport with_types_in $crate::guest);
+    $crate::guest::__export_scaling_policy!(__EbbtideExport with_types_in $crate::guest);
         };
     };
 }

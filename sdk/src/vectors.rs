@@ -238,12 +238,8 @@ pub fn run(
         let mut state = Vec::new();
         for (i, step) in case.steps.iter().enumerate() {
             let built = step.snapshot.build();
-            let mut expected: Vec<String> = step
-                .expect
-                .commands
-                .iter()
-                .flat_map(|e| std::iter::repeat_n(e.command.to_string(), e.count))
-                .collect();
+            let mut expected: Vec<String> =
+                step.expect.commands.iter().flat_map(|e| std::iter::repeat_n(e.command.to_string(), e.count)).collect();
             expected.sort();
             let mut outcome = StepOutcome {
                 case: case.name.clone(),

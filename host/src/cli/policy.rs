@@ -16,7 +16,9 @@ pub enum PolicyCommand {
     List,
 
     /// Show what a policy is: describe(), world and version, imports, size and sha256.
-    #[command(after_help = "Examples:\n  ebbtide policy inspect vanilla\n  ebbtide policy inspect ./my_policy.wasm --json")]
+    #[command(
+        after_help = "Examples:\n  ebbtide policy inspect vanilla\n  ebbtide policy inspect ./my_policy.wasm --json"
+    )]
     Inspect {
         /// A built-in name or a path to a .wasm component.
         policy: String,
@@ -27,7 +29,9 @@ pub enum PolicyCommand {
 
     /// Load a policy as the scheduler would, validate params and run a decision on a sample snapshot
     /// within the limits. Exits 0 only if the scheduler would accept it.
-    #[command(after_help = "Examples:\n  ebbtide policy check vanilla --params '{\"upper_task_ratio\": 10}'\n  ebbtide policy check ./my_policy.wasm --deadline-ms 50")]
+    #[command(
+        after_help = "Examples:\n  ebbtide policy check vanilla --params '{\"upper_task_ratio\": 10}'\n  ebbtide policy check ./my_policy.wasm --deadline-ms 50"
+    )]
     Check {
         /// A built-in name or a path to a .wasm component.
         policy: String,
@@ -39,7 +43,9 @@ pub enum PolicyCommand {
     },
 
     /// Run test-vector files (tests/vectors/FORMAT.md) through the WebAssembly runtime.
-    #[command(after_help = "Examples:\n  ebbtide policy test tests/vectors/*.json\n  ebbtide policy test --policy ./v.wasm tests/vectors/vanilla.json\n\nEach failing step prints one line; the last line is `N passed, M failed`.")]
+    #[command(
+        after_help = "Examples:\n  ebbtide policy test tests/vectors/*.json\n  ebbtide policy test --policy ./v.wasm tests/vectors/vanilla.json\n\nEach failing step prints one line; the last line is `N passed, M failed`."
+    )]
     Test {
         /// Vector files.
         #[arg(required = true)]
@@ -52,7 +58,9 @@ pub enum PolicyCommand {
     },
 
     /// Measure decision latency with a fresh and a reused instance (and, for built-ins, native Rust).
-    #[command(after_help = "Examples:\n  ebbtide policy bench vanilla --size large\n  ebbtide policy bench ./my_policy.wasm --json")]
+    #[command(
+        after_help = "Examples:\n  ebbtide policy bench vanilla --size large\n  ebbtide policy bench ./my_policy.wasm --json"
+    )]
     Bench {
         /// A built-in name or a path to a .wasm component.
         policy: String,
@@ -238,7 +246,13 @@ fn test(files: &[PathBuf], policy: Option<&str>, limits: CallLimits) -> anyhow::
     Ok(if failed == 0 && passed > 0 { Outcome::Success } else { Outcome::Failed })
 }
 
-fn run_bench(spec: &str, size: sample::Size, iterations: usize, params: Option<&str>, json: bool) -> anyhow::Result<Outcome> {
+fn run_bench(
+    spec: &str,
+    size: sample::Size,
+    iterations: usize,
+    params: Option<&str>,
+    json: bool,
+) -> anyhow::Result<Outcome> {
     if iterations == 0 {
         bail!("--iterations: expected at least 1, got 0");
     }
@@ -267,6 +281,11 @@ fn export(name: &str, output: &PathBuf) -> anyhow::Result<Outcome> {
         bail!("unknown built-in {name:?}: expected one of {}", builtin::names());
     };
     std::fs::write(output, b.component).with_context(|| format!("cannot write {}", output.display()))?;
-    println!("wrote {} ({} bytes, sha256 {})", output.display(), b.component.len(), crate::policy::component::digest(b.component));
+    println!(
+        "wrote {} ({} bytes, sha256 {})",
+        output.display(),
+        b.component.len(),
+        crate::policy::component::digest(b.component)
+    );
     Ok(Outcome::Success)
 }

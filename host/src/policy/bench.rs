@@ -7,10 +7,10 @@ use std::time::Instant;
 use ebbtide_sdk::Snapshot;
 use serde::Serialize;
 
+use super::PolicyError;
 use super::builtin::NativeDecide;
 use super::call::Decider;
 use super::component::LoadedPolicy;
-use super::PolicyError;
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {

@@ -53,20 +53,22 @@ pub fn snapshot_to_wit(s: &m::Snapshot) -> WireSnapshot {
         worker_groups: s
             .worker_groups
             .iter()
-            .map(|g| FastWorkerGroup(w::WorkerGroup {
-                id: g.id,
-                adapter: g.adapter,
-                capabilities: g.capabilities,
-                state: match g.state {
-                    m::GroupState::Starting => w::GroupState::Starting,
-                    m::GroupState::Running => w::GroupState::Running,
-                    m::GroupState::Draining => w::GroupState::Draining,
-                },
-                workers: g.workers,
-                queued_tasks: g.queued_tasks,
-                idle_workers: g.idle_workers,
-                idle_ms: g.idle_ms,
-            }))
+            .map(|g| {
+                FastWorkerGroup(w::WorkerGroup {
+                    id: g.id,
+                    adapter: g.adapter,
+                    capabilities: g.capabilities,
+                    state: match g.state {
+                        m::GroupState::Starting => w::GroupState::Starting,
+                        m::GroupState::Running => w::GroupState::Running,
+                        m::GroupState::Draining => w::GroupState::Draining,
+                    },
+                    workers: g.workers,
+                    queued_tasks: g.queued_tasks,
+                    idle_workers: g.idle_workers,
+                    idle_ms: g.idle_ms,
+                })
+            })
             .collect(),
         metrics: s
             .metrics

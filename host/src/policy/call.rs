@@ -11,12 +11,12 @@ use ebbtide_sdk::{Decision, PolicyInfo, Snapshot};
 use wasmtime::component::{Func, TypedFunc};
 use wasmtime::{Store, Trap};
 
+use super::PolicyError;
 use super::bindings::{ScalingPolicy, decision_from_wit, info_from_wit, snapshot_to_wit, w};
-use super::lowering::WireSnapshot;
 use super::component::LoadedPolicy;
 use super::engine::{EPOCH_TICK, engine};
+use super::lowering::WireSnapshot;
 use super::sandbox::StoreState;
-use super::PolicyError;
 
 /// Bounds on a decision, checked after it crosses back: what a sane policy never exceeds.
 pub const MAX_COMMANDS: usize = 100_000;

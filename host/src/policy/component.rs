@@ -53,9 +53,9 @@ impl LoadedPolicy {
         let digest = digest(bytes);
         let component = compile(bytes, &digest)?;
         let (imports, exports) = check_world(&component)?;
-        let pre = linker().instantiate_pre(&component).map_err(|e| {
-            PolicyError::Incompatible(format!("the component's imports cannot be satisfied: {e:#}"))
-        })?;
+        let pre = linker()
+            .instantiate_pre(&component)
+            .map_err(|e| PolicyError::Incompatible(format!("the component's imports cannot be satisfied: {e:#}")))?;
         let pre = ScalingPolicyPre::new(pre)
             .map_err(|e| PolicyError::Incompatible(format!("the component does not match {WORLD}: {e:#}")))?;
         let decide_export = component
@@ -162,6 +162,3 @@ fn linker() -> &'static Linker<StoreState> {
         linker
     })
 }
-
-
-

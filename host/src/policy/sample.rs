@@ -64,8 +64,7 @@ fn generate(task_groups: usize, worker_groups: usize) -> Snapshot {
         // Distinct sets: the key mask cycles, the gpu quantity distinguishes repeats of a mask.
         let mask = i % 16;
         let quantity = 1 + (i / 16) as i64;
-        let capabilities =
-            b.capset(names_of(mask).map(|n| (n, if n == "gpu" { quantity } else { -1 })));
+        let capabilities = b.capset(names_of(mask).map(|n| (n, if n == "gpu" { quantity } else { -1 })));
         b.task_group(TaskGroup { capabilities, pending: ((i * 37) % 50) as u32, running: ((i * 13) % 20) as u32 });
     }
     for i in 0..worker_groups {

@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::PolicyError;
 use super::builtin::{self, Builtin};
 use super::component::LoadedPolicy;
 use super::limits::CallLimits;
-use super::PolicyError;
 
 /// Where a policy's component comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,8 +8,8 @@
 use ebbtide_sdk::fleet::live;
 use ebbtide_sdk::params::infos;
 use ebbtide_sdk::{
-    Command, Decision, Fleet, GroupState, ParamReader, ParamSpec, Placer, Policy, PolicyInfo, Snapshot,
-    StateReader, StateWriter, Unit, WorkerGroup,
+    Command, Decision, Fleet, GroupState, ParamReader, ParamSpec, Placer, Policy, PolicyInfo, Snapshot, StateReader,
+    StateWriter, Unit, WorkerGroup,
 };
 
 pub struct Buffer;
@@ -40,7 +40,12 @@ const PARAMS: &[ParamSpec] = &[
         "60000",
         "a shrink waits this long, to the largest size wanted meanwhile",
     ),
-    ParamSpec::new("max_scale_up_step", "an integer >= 0", "0", "workers added per decision above the floor; 0 = unlimited"),
+    ParamSpec::new(
+        "max_scale_up_step",
+        "an integer >= 0",
+        "0",
+        "workers added per decision above the floor; 0 = unlimited",
+    ),
     ParamSpec::new("count_pending", "a boolean", "true", "count pending tasks the pool can run as demand"),
 ];
 

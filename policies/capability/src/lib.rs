@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use ebbtide_sdk::fleet::{live, out};
 use ebbtide_sdk::params::infos;
 use ebbtide_sdk::{
-    Command, Decision, Fleet, KeySet, NamedCapability, ParamReader, ParamSpec, Placer, Policy, PolicyInfo,
-    Snapshot, Unit,
+    Command, Decision, Fleet, KeySet, NamedCapability, ParamReader, ParamSpec, Placer, Policy, PolicyInfo, Snapshot,
+    Unit,
 };
 
 pub struct CapabilityPolicy;
@@ -23,7 +23,12 @@ pub struct Params {
 }
 
 const PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("upper_task_ratio", "a number > 0", "5", "tasks per worker a capability set may reach before it grows"),
+    ParamSpec::new(
+        "upper_task_ratio",
+        "a number > 0",
+        "5",
+        "tasks per worker a capability set may reach before it grows",
+    ),
     ParamSpec::new(
         "lower_task_ratio",
         "a number > 0 and <= upper_task_ratio",
@@ -123,8 +128,9 @@ impl Policy for CapabilityPolicy {
         PolicyInfo {
             name: "capability".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Per capability set: most specific tasks get the smallest capable pools; grows and shrinks each set."
-                .into(),
+            summary:
+                "Per capability set: most specific tasks get the smallest capable pools; grows and shrinks each set."
+                    .into(),
             params: infos(PARAMS),
         }
     }
@@ -186,9 +192,9 @@ impl Policy for CapabilityPolicy {
                 *c = c.saturating_sub(fleet.cap(v));
             }
             // (a) the last-capable rule: every task set keeps some capacity that serves it.
-            let last_capable = sets.iter().any(|set| {
-                without.iter().filter(|(k, _)| set.keys.is_subset(k)).map(|(_, c)| c).sum::<u64>() == 0
-            });
+            let last_capable = sets
+                .iter()
+                .any(|set| without.iter().filter(|(k, _)| set.keys.is_subset(k)).map(|(_, c)| c).sum::<u64>() == 0);
             // (b) anti-thrash: without it, allocation still meets every task set.
             if last_capable || allocate(&sets, &without, p.upper).deficit.iter().any(|&x| x > 0) {
                 continue;

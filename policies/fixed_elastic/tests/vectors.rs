@@ -1,7 +1,8 @@
 //! The worked examples of POLICIES.md section 3, run natively.
 #[test]
 fn fixed_elastic_passes_its_vectors() {
-    ebbtide_sdk::vectors::assert_passes::<ebbtide_policy_fixed_elastic::FixedElastic>(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/fixed_elastic.json"),
-    );
+    ebbtide_sdk::vectors::assert_passes::<ebbtide_policy_fixed_elastic::FixedElastic>(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/vectors/fixed_elastic.json"
+    ));
 }

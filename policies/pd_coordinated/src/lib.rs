@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use ebbtide_sdk::fleet::{live, out, victim_order};
 use ebbtide_sdk::params::infos;
 use ebbtide_sdk::{
-    Command, Decision, Fleet, GroupState, KeySet, NamedCapability, ParamReader, ParamSpec, Placer, Policy,
-    PolicyInfo, Snapshot, StateReader, StateWriter, Unit, WorkerGroup,
+    Command, Decision, Fleet, GroupState, KeySet, NamedCapability, ParamReader, ParamSpec, Placer, Policy, PolicyInfo,
+    Snapshot, StateReader, StateWriter, Unit, WorkerGroup,
 };
 use serde::Deserialize;
 
@@ -206,11 +206,8 @@ impl Policy for PdCoordinated {
         let mut d = Decision::default();
         let mut st = State::decode(state).unwrap_or_default();
         let now = snapshot.now_ms;
-        let role_keys: Vec<Option<KeySet>> = p
-            .roles
-            .iter()
-            .map(|r| fleet.keys.key_set_of_names(r.capabilities.keys().map(String::as_str)))
-            .collect();
+        let role_keys: Vec<Option<KeySet>> =
+            p.roles.iter().map(|r| fleet.keys.key_set_of_names(r.capabilities.keys().map(String::as_str))).collect();
         report_unmatched(&fleet, &role_keys, &mut d);
 
         // 1. Per-role demand.
@@ -220,7 +217,8 @@ impl Policy for PdCoordinated {
         // 2. Panic.
         let n_raw: u64 = views.iter().map(|v| v.demand).sum();
         let current: u64 = views.iter().map(|v| v.live.len() as u64).sum();
-        if (current == 0 && n_raw > 0) || (current > 0 && 100.0 * n_raw as f64 >= p.panic_threshold_pct * current as f64)
+        if (current == 0 && n_raw > 0)
+            || (current > 0 && 100.0 * n_raw as f64 >= p.panic_threshold_pct * current as f64)
         {
             st.panic_until_ms = Some(now + p.panic_hold_ms);
         }
@@ -275,7 +273,8 @@ impl Policy for PdCoordinated {
                     role.capabilities.iter().map(|(n, v)| NamedCapability { name: n.clone(), value: *v }).collect();
                 placer.place(target - cur, &caps, Unit::Groups, |_| true, &mut d);
             } else if target < cur {
-                let mut victims: Vec<&WorkerGroup> = view.live.iter().copied().filter(|g| g.adapter.is_some()).collect();
+                let mut victims: Vec<&WorkerGroup> =
+                    view.live.iter().copied().filter(|g| g.adapter.is_some()).collect();
                 victims.sort_by(|a, b| victim_order(a, b));
                 for g in victims.into_iter().take((cur - target) as usize) {
                     d.commands.push(Command::Shutdown(g.id));
@@ -325,7 +324,13 @@ fn role_view<'s>(fleet: &Fleet<'s>, role: &Role, keys: Option<&KeySet>, toleranc
         demand = cur;
     }
     let max = if role.max_replicas == 0 { u64::MAX } else { role.max_replicas };
-    RoleView { live: live_groups, running_metrics, demand: demand.clamp(role.min_replicas, max), min: role.min_replicas, max }
+    RoleView {
+        live: live_groups,
+        running_metrics,
+        demand: demand.clamp(role.min_replicas, max),
+        min: role.min_replicas,
+        max,
+    }
 }
 
 fn views_for_split<'a>(roles: &'a [Role], views: &'a [RoleView]) -> Vec<share::RoleInput<'a>> {

@@ -72,7 +72,10 @@ pub fn split(p: &Params, roles: &[RoleInput], n_raw: u64, d: &mut Decision) -> V
         if x[i] != rounded[i] && (share < lo - EPS || share > hi + EPS) {
             d.diagnose(
                 "band_clamped",
-                format!("role {}: min/max replicas put its share at {share:.3}, outside its band [{lo}, {hi}]", roles[i].name),
+                format!(
+                    "role {}: min/max replicas put its share at {share:.3}, outside its band [{lo}, {hi}]",
+                    roles[i].name
+                ),
             );
         }
     }
@@ -145,7 +148,10 @@ fn bands(roles: &[RoleInput], d: &mut Decision) -> Vec<(f64, f64)> {
     }
     let (lo, hi): (f64, f64) = bands.iter().fold((0.0, 0.0), |(l, h), b| (l + b.0, h + b.1));
     if lo > 1.0 + EPS || hi < 1.0 - EPS {
-        d.diagnose("infeasible_bands", format!("the bands' minima sum to {lo:.3} and maxima to {hi:.3}; all bands ignored"));
+        d.diagnose(
+            "infeasible_bands",
+            format!("the bands' minima sum to {lo:.3} and maxima to {hi:.3}; all bands ignored"),
+        );
         bands.iter_mut().for_each(|b| *b = (0.0, 1.0));
     }
     bands
@@ -154,9 +160,8 @@ fn bands(roles: &[RoleInput], d: &mut Decision) -> Vec<(f64, f64)> {
 /// `s_r = clamp(λ·raw_r, lo_r, hi_r)` with λ >= 0 chosen so that `Σ s_r = 1`, solved exactly on the
 /// segment between breakpoints where the sum crosses 1.
 fn project(raw: &[f64], bands: &[(f64, f64)]) -> Vec<f64> {
-    let at = |lambda: f64| -> Vec<f64> {
-        raw.iter().zip(bands).map(|(r, (lo, hi))| (lambda * r).clamp(*lo, *hi)).collect()
-    };
+    let at =
+        |lambda: f64| -> Vec<f64> { raw.iter().zip(bands).map(|(r, (lo, hi))| (lambda * r).clamp(*lo, *hi)).collect() };
     let total = |lambda: f64| at(lambda).iter().sum::<f64>();
     let mut breakpoints: Vec<f64> = vec![0.0];
     for (r, (lo, hi)) in raw.iter().zip(bands) {

@@ -1,7 +1,8 @@
 //! The worked examples of POLICIES.md section 4, run natively.
 #[test]
 fn pd_coordinated_passes_its_vectors() {
-    ebbtide_sdk::vectors::assert_passes::<ebbtide_policy_pd_coordinated::PdCoordinated>(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/pd_coordinated.json"),
-    );
+    ebbtide_sdk::vectors::assert_passes::<ebbtide_policy_pd_coordinated::PdCoordinated>(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/vectors/pd_coordinated.json"
+    ));
 }

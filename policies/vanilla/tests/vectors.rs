@@ -1,7 +1,8 @@
 //! The worked examples of POLICIES.md section 1, run natively.
 #[test]
 fn vanilla_passes_its_vectors() {
-    ebbtide_sdk::vectors::assert_passes::<ebbtide_policy_vanilla::Vanilla>(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/vanilla.json"),
-    );
+    ebbtide_sdk::vectors::assert_passes::<ebbtide_policy_vanilla::Vanilla>(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/vectors/vanilla.json"
+    ));
 }

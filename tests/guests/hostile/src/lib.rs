@@ -7,14 +7,20 @@ use ebbtide_sdk::{Command, Decision, ParamReader, ParamSpec, Policy, PolicyInfo,
 
 pub struct Hostile;
 
-const PARAMS: &[ParamSpec] = &[ParamSpec::new("mode", "one of ok, loop, grow, trap, huge, snoop, echo", "\"ok\"", "how to misbehave")];
+const PARAMS: &[ParamSpec] =
+    &[ParamSpec::new("mode", "one of ok, loop, grow, trap, huge, snoop, echo", "\"ok\"", "how to misbehave")];
 const MODES: &[&str] = &["ok", "loop", "grow", "trap", "huge", "snoop", "echo"];
 
 impl Policy for Hostile {
     type Params = String;
 
     fn info() -> PolicyInfo {
-        PolicyInfo { name: "hostile".into(), version: "0.0.1".into(), summary: "misbehaves on request".into(), params: vec![] }
+        PolicyInfo {
+            name: "hostile".into(),
+            version: "0.0.1".into(),
+            summary: "misbehaves on request".into(),
+            params: vec![],
+        }
     }
 
     fn parse_params(json: &str) -> Result<String, Vec<String>> {
@@ -42,7 +48,9 @@ impl Policy for Hostile {
             "trap" => panic!("hostile guest panics on purpose"),
             "huge" => d.commands = (0..10_000_000u64).map(Command::Shutdown).collect(),
             "snoop" => {
-                let file = std::fs::read_to_string("/etc/passwd").map(|s| s.len().to_string()).unwrap_or_else(|e| e.to_string());
+                let file = std::fs::read_to_string("/etc/passwd")
+                    .map(|s| s.len().to_string())
+                    .unwrap_or_else(|e| e.to_string());
                 let clock_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis())
