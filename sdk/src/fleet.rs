@@ -202,17 +202,13 @@ impl<'f, 's> Placer<'f, 's> {
                 "unplaceable",
                 format!(
                     "{} short for {}: no eligible adapter has a free slot or the start budget ran out",
-                    format_need(need, unit),
+                    format!("{need} {unit}"),
                     describe_caps(caps)
                 ),
             );
         }
         started
     }
-}
-
-fn format_need(need: u64, unit: &str) -> String {
-    format!("{need} {unit}")
 }
 
 /// `{gpu:1,linux:-1}`, for messages.

@@ -41,6 +41,32 @@ impl ParamSpec {
     }
 }
 
+/// `upper_task_ratio`, with a policy's own default (read with [`ParamReader::task_ratios`]).
+pub const fn upper_task_ratio(default: &'static str) -> ParamSpec {
+    ParamSpec::new("upper_task_ratio", "a number > 0", default, "scale up when tasks per worker exceed this")
+}
+
+/// `lower_task_ratio`, with a policy's own default (read with [`ParamReader::task_ratios`]).
+pub const fn lower_task_ratio(default: &'static str) -> ParamSpec {
+    ParamSpec::new(
+        "lower_task_ratio",
+        "a number > 0 and <= upper_task_ratio",
+        default,
+        "scale down when tasks per worker fall below this",
+    )
+}
+
+/// The start budget shared by every call of a decision (POLICIES.md section 0).
+pub const MAX_STARTS_PER_TICK: ParamSpec =
+    ParamSpec::new("max_starts_per_tick", "an integer >= 0", "0", "groups started per decision at most; 0 = unlimited");
+
+/// The idle rule for shutting down running groups.
+pub const MIN_IDLE_MS: ParamSpec =
+    ParamSpec::new("min_idle_ms", "an integer >= 0", "0", "running groups must be idle this long to be shut down");
+
+pub const MAX_SHUTDOWNS_PER_TICK: ParamSpec =
+    ParamSpec::new("max_shutdowns_per_tick", "an integer >= 0", "1", "groups shut down per decision at most");
+
 /// The `ParamInfo` list of a spec table, for `describe()`.
 pub fn infos(specs: &[ParamSpec]) -> Vec<ParamInfo> {
     specs.iter().map(ParamSpec::info).collect()

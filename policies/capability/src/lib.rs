@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use ebbtide_sdk::fleet::{live, out};
-use ebbtide_sdk::params::infos;
+use ebbtide_sdk::params::{MAX_STARTS_PER_TICK, MIN_IDLE_MS, infos, lower_task_ratio, upper_task_ratio};
 use ebbtide_sdk::{
     Command, Decision, Fleet, KeySet, NamedCapability, ParamReader, ParamSpec, Placer, Policy, PolicyInfo, Snapshot,
     Unit,
@@ -22,22 +22,7 @@ pub struct Params {
     pub max_starts_per_tick: u64,
 }
 
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::new(
-        "upper_task_ratio",
-        "a number > 0",
-        "5",
-        "tasks per worker a capability set may reach before it grows",
-    ),
-    ParamSpec::new(
-        "lower_task_ratio",
-        "a number > 0 and <= upper_task_ratio",
-        "0.5",
-        "a pool whose allocated tasks per worker fall below this shrinks",
-    ),
-    ParamSpec::new("min_idle_ms", "an integer >= 0", "0", "running groups must be idle this long to be shut down"),
-    ParamSpec::new("max_starts_per_tick", "an integer >= 0", "0", "groups started per decision at most; 0 = unlimited"),
-];
+const PARAMS: &[ParamSpec] = &[upper_task_ratio("5"), lower_task_ratio("0.5"), MIN_IDLE_MS, MAX_STARTS_PER_TICK];
 
 /// The unfinished tasks of one key set.
 struct TaskSet {

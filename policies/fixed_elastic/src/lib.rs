@@ -3,7 +3,9 @@
 //! the snapshot each time, so a lost primary is started again.
 
 use ebbtide_sdk::fleet::ratio_scale_down;
-use ebbtide_sdk::params::infos;
+use ebbtide_sdk::params::{
+    MAX_SHUTDOWNS_PER_TICK, MAX_STARTS_PER_TICK, MIN_IDLE_MS, infos, lower_task_ratio, upper_task_ratio,
+};
 use ebbtide_sdk::{Decision, Fleet, ParamReader, ParamSpec, Placer, Policy, PolicyInfo, Snapshot, Unit};
 
 pub struct FixedElastic;
@@ -20,13 +22,8 @@ pub struct Params {
 }
 
 const PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("upper_task_ratio", "a number > 0", "10", "scale up when tasks per worker exceed this"),
-    ParamSpec::new(
-        "lower_task_ratio",
-        "a number > 0 and <= upper_task_ratio",
-        "1",
-        "scale secondaries down when tasks per worker fall below this",
-    ),
+    upper_task_ratio("10"),
+    lower_task_ratio("1"),
     ParamSpec::new(
         "primary_adapters",
         "a list of adapter ids, or null",
@@ -39,9 +36,9 @@ const PARAMS: &[ParamSpec] = &[
         "\"on_demand\"",
         "start a missing primary only when there is demand, or at once",
     ),
-    ParamSpec::new("max_shutdowns_per_tick", "an integer >= 0", "1", "groups shut down per decision at most"),
-    ParamSpec::new("min_idle_ms", "an integer >= 0", "0", "running groups must be idle this long to be shut down"),
-    ParamSpec::new("max_starts_per_tick", "an integer >= 0", "0", "groups started per decision at most; 0 = unlimited"),
+    MAX_SHUTDOWNS_PER_TICK,
+    MIN_IDLE_MS,
+    MAX_STARTS_PER_TICK,
 ];
 
 impl Policy for FixedElastic {

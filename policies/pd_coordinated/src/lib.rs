@@ -10,7 +10,7 @@ mod share;
 use std::collections::BTreeMap;
 
 use ebbtide_sdk::fleet::{live, out, victim_order};
-use ebbtide_sdk::params::infos;
+use ebbtide_sdk::params::{MAX_STARTS_PER_TICK, infos};
 use ebbtide_sdk::{
     Command, Decision, Fleet, GroupState, KeySet, NamedCapability, ParamReader, ParamSpec, Placer, Policy, PolicyInfo,
     Snapshot, StateReader, StateWriter, Unit, WorkerGroup,
@@ -96,7 +96,7 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("panic_threshold_pct", "a number > 100", "200", "demand at this % of current replicas enters panic"),
     ParamSpec::new("panic_hold_ms", "an integer >= 0", "60000", "how long panic lasts once entered"),
     ParamSpec::new("scale_down_stabilization_ms", "an integer >= 0", "300000", "a role shrinks only after this window"),
-    ParamSpec::new("max_starts_per_tick", "an integer >= 0", "0", "groups started per decision at most; 0 = unlimited"),
+    MAX_STARTS_PER_TICK,
 ];
 
 const STATE_TAG: u8 = 0xD1;
