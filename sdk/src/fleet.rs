@@ -201,8 +201,7 @@ impl<'f, 's> Placer<'f, 's> {
             d.diagnose(
                 "unplaceable",
                 format!(
-                    "{} short for {}: no eligible adapter has a free slot or the start budget ran out",
-                    format!("{need} {unit}"),
+                    "{need} {unit} short for {}: no eligible adapter has a free slot or the start budget ran out",
                     describe_caps(caps)
                 ),
             );
