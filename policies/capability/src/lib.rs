@@ -43,12 +43,13 @@ struct Allocation {
 fn allocate(sets: &[TaskSet], pools: &BTreeMap<KeySet, u64>, upper: f64) -> Allocation {
     let mut pool_order: Vec<(&KeySet, u64)> = pools.iter().map(|(k, c)| (k, *c)).collect();
     pool_order.sort_by(|a, b| a.0.cmp_smallest_first(b.0));
-    let mut alloc = BTreeMap::new();
+    // Tasks allocated per pool, by position in `pool_order`; keyed by key set once, at the end.
+    let mut allocated = vec![0.0; pool_order.len()];
     let mut deficit = Vec::with_capacity(sets.len());
     for set in sets {
         let mut need = (set.out as f64 / upper).ceil() as u64;
         let mut n = set.out as f64;
-        for (keys, avail) in pool_order.iter_mut() {
+        for ((keys, avail), alloc) in pool_order.iter_mut().zip(allocated.iter_mut()) {
             if need == 0 {
                 break;
             }
@@ -59,11 +60,12 @@ fn allocate(sets: &[TaskSet], pools: &BTreeMap<KeySet, u64>, upper: f64) -> Allo
             *avail -= take;
             need -= take;
             let a = n.min(take as f64 * upper);
-            *alloc.entry((*keys).clone()).or_insert(0.0) += a;
+            *alloc += a;
             n -= a;
         }
         deficit.push(need);
     }
+    let alloc = pool_order.iter().zip(allocated).map(|((keys, _), a)| ((*keys).clone(), a)).collect();
     Allocation { alloc, deficit }
 }
 
