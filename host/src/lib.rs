@@ -1,7 +1,20 @@
-//! # ebbtide
+//! ebbtide: a task scheduler for elastic worker fleets whose scaling decisions come from WebAssembly
+//! components.
 //!
-//! A task scheduler for elastic worker fleets whose scaling decisions come from WebAssembly
-//! components. This crate is the host: the policy runtime ([`policy`]) and the command line ([`cli`]).
+//! - [`policy`]: the policy runtime (wasmtime), the built-ins and the authoring tools' engine.
+//! - [`protocol`]: the Cap'n Proto wire protocol.
+//! - [`scheduler`]: the scheduler core, free of I/O: tasks, workers, groups, adapters, the scaling loop.
+//! - [`server`]: the scheduler's network shell, its policy thread and decision log.
+//! - [`admin`]: the admin HTTP endpoints.
+//! - [`adapter`], [`worker`], [`client`]: the other peers.
+//! - [`cli`]: the command line.
 
+pub mod adapter;
+pub mod admin;
 pub mod cli;
+pub mod client;
 pub mod policy;
+pub mod protocol;
+pub mod scheduler;
+pub mod server;
+pub mod worker;

@@ -31,7 +31,7 @@ pub mod vectors;
 #[doc(hidden)]
 pub mod guest;
 
-pub use builder::SnapshotBuilder;
+pub use builder::{CapMap, SnapshotBuilder};
 pub use fleet::{Fleet, Placer, Unit};
 pub use keys::{KeyIndex, KeySet};
 pub use model::*;

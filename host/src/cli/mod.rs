@@ -1,6 +1,13 @@
 //! The command line: one binary, `ebbtide`, with a subcommand per job.
 
+pub mod config;
+mod demo;
+mod peers;
 pub mod policy;
+pub mod scheduler;
+mod up;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -11,7 +18,9 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "A task scheduler for elastic worker fleets, scaled by WebAssembly policies",
     long_about = "ebbtide schedules tasks on elastic worker fleets. On every tick, and at once when demand \
 spikes, it asks a scaling policy (a WebAssembly component) what to start and stop.",
-    after_help = "Examples:\n  ebbtide policy list\n  ebbtide policy bench vanilla --size large\n  ebbtide policy test tests/vectors/*.json"
+    after_help = "Examples:\n  ebbtide demo\n  ebbtide up examples/native.toml\n  ebbtide scheduler tcp://127.0.0.1:8516 --admin 127.0.0.1:8517\n  \
+ebbtide adapter native tcp://127.0.0.1:8516 --max-groups 8\n  ebbtide submit tcp://127.0.0.1:8516 --function sleep --payload 500 --count 64 --wait\n  \
+ebbtide policy list"
 )]
 pub struct Cli {
     /// Log format on stderr.
@@ -34,6 +43,30 @@ pub enum LogFormat {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Run the scheduler: tasks, workers, adapters and the scaling loop.
+    #[command(after_help = "Examples:\n  ebbtide scheduler tcp://127.0.0.1:8516\n  \
+ebbtide scheduler tcp://0.0.0.0:8516 --token s3cret --admin 127.0.0.1:8517 --decision-log decisions.jsonl\n  \
+ebbtide scheduler --config ebbtide.toml --policy-content 'allocate=capability; scaling=capability'")]
+    Scheduler(scheduler::SchedulerArgs),
+    /// The scheduler plus the adapters of a TOML file, in one process (like `scaler config.toml`).
+    #[command(
+        after_help = "Example:\n  ebbtide up examples/native.toml\n\nThe file's [scheduler] keys can be overridden with flags or EBBTIDE_* variables."
+    )]
+    Up {
+        /// The configuration (see examples/).
+        config: PathBuf,
+        #[command(flatten)]
+        scheduler: scheduler::SchedulerArgs,
+    },
+    /// A burst scaled up and back down on local workers, shown live (about 10 s).
+    Demo,
+    /// Start and stop workers for a scheduler.
+    #[command(subcommand)]
+    Adapter(peers::AdapterCommand),
+    /// Run tasks for a scheduler (normally started by an adapter).
+    Worker(peers::WorkerArgs),
+    /// Send tasks to a scheduler and, with --wait, report how they went.
+    Submit(peers::SubmitArgs),
     /// Author, inspect, test and benchmark scaling policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -48,6 +81,30 @@ pub enum Outcome {
 
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
+        Command::Scheduler(args) => {
+            let file = match &args.config {
+                Some(path) => config::FileConfig::read(path)?,
+                None => config::FileConfig::default(),
+            };
+            let base = args.config.as_deref().and_then(|p| p.parent()).map(|p| p.to_path_buf());
+            let settings = args.resolve(&file, base.as_deref())?;
+            runtime()?.block_on(async {
+                scheduler::launch(settings).await?;
+                scheduler::stop_requested().await;
+                anyhow::Ok(())
+            })?;
+            Ok(Outcome::Success)
+        }
+        Command::Up { config, scheduler } => up::run(&config, scheduler).map(|_| Outcome::Success),
+        Command::Demo => demo::run().map(|_| Outcome::Success),
+        Command::Adapter(cmd) => peers::adapter(cmd),
+        Command::Worker(args) => peers::worker(args),
+        Command::Submit(args) => peers::submit(args),
         Command::Policy(cmd) => policy::run(cmd),
     }
+}
+
+/// The runtime for the networked commands.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }

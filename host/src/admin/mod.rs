@@ -1,0 +1,103 @@
+//! The admin HTTP endpoints: `GET /status` (JSON) and `GET /metrics` (Prometheus text).
+//! Loopback by default; when a token is set every request needs `Authorization: Bearer TOKEN`.
+
+mod metrics;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::scheduler::status::Status;
+use crate::server::{Handle, PolicyStatus};
+
+#[derive(Clone)]
+struct AdminState {
+    scheduler: Handle,
+    token: Option<String>,
+}
+
+/// Serves the admin endpoints on `address`; returns the bound address.
+pub async fn serve(address: SocketAddr, scheduler: Handle, token: Option<String>) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen for admin HTTP on {address}"))?;
+    let bound = listener.local_addr()?;
+    let state = AdminState { scheduler, token };
+    let app = Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(prometheus))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("admin HTTP stopped: {e}");
+        }
+    });
+    tracing::info!(address = %bound, "admin HTTP listening");
+    Ok(bound)
+}
+
+async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !crate::scheduler::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return (StatusCode::UNAUTHORIZED, "this scheduler requires Authorization: Bearer TOKEN\n").into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn current(state: &AdminState) -> Result<(PolicyStatus, Status), Response> {
+    state
+        .scheduler
+        .status()
+        .await
+        .ok_or_else(|| (StatusCode::SERVICE_UNAVAILABLE, "the scheduler is shutting down\n").into_response())
+}
+
+async fn status(State(state): State<AdminState>) -> Response {
+    match current(&state).await {
+        Ok((policy, status)) => axum::Json(status_json(&policy, &status)).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// The `/status` document: the policy, then the cluster.
+pub fn status_json(policy: &PolicyStatus, status: &Status) -> serde_json::Value {
+    let c = &status.counters;
+    serde_json::json!({
+        "policy": policy,
+        "decisions": {
+            "total": c.decisions,
+            "failed": c.decisions_failed,
+            "in_flight": status.decisions_in_flight,
+            "last": status.last_decision,
+        },
+        "adapters": status.adapters,
+        "groups": status.groups,
+        "workers": status.workers,
+        "tasks": status.tasks,
+        "diagnostics": status.diagnostics,
+        "counters": c,
+    })
+}
+
+async fn prometheus(State(state): State<AdminState>) -> Response {
+    match current(&state).await {
+        Ok((policy, status)) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render(&policy, &status)).into_response()
+        }
+        Err(response) => response,
+    }
+}

@@ -1,0 +1,196 @@
+//! The TOML configuration of DESIGN.md section 5, and `policy_content`.
+//!
+//! Every key can also be given as a flag or an `EBBTIDE_*` variable (flags win, then variables, then
+//! the file, then the defaults). An unknown key or a bad value stops start-up with a message that
+//! names it and lists what is accepted.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use ebbtide_sdk::CapMap;
+use serde::Deserialize;
+
+use crate::policy::{CallLimits, PolicySource};
+use crate::scheduler::Allocate;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub scheduler: SchedulerSection,
+    #[serde(default)]
+    pub scaling: ScalingSection,
+    #[serde(default)]
+    pub adapter: Vec<AdapterSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSection {
+    pub address: Option<String>,
+    pub admin_address: Option<String>,
+    pub policy_content: Option<String>,
+    pub tick_ms: Option<u64>,
+    pub pressure_delay_ms: Option<u64>,
+    pub start_timeout_ms: Option<u64>,
+    pub heartbeat_timeout_ms: Option<u64>,
+    pub max_starts_per_tick: Option<u32>,
+    pub max_shutdowns_per_tick: Option<u32>,
+    pub token: Option<String>,
+    pub decision_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingSection {
+    /// Handed to the policy as a JSON object.
+    pub params: Option<toml::Table>,
+    pub limits: Option<CallLimits>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterSection {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: Option<String>,
+    #[serde(default = "default_max_groups")]
+    pub max_worker_groups: u32,
+    #[serde(default = "one")]
+    pub workers_per_group: u32,
+    /// `gpu=1,linux`; absent: the adapter offers any set.
+    pub capabilities: Option<String>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default = "default_grace_ms")]
+    pub grace_ms: u64,
+    #[serde(default)]
+    pub allow_exec: bool,
+}
+
+fn default_max_groups() -> u32 {
+    8
+}
+fn one() -> u32 {
+    1
+}
+fn default_grace_ms() -> u64 {
+    5000
+}
+
+pub const ADAPTER_TYPES: &str = "native";
+
+impl FileConfig {
+    pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+        FileConfig::parse(&text).with_context(|| format!("invalid configuration {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        let config: FileConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (i, a) in config.adapter.iter().enumerate() {
+            if a.kind != "native" {
+                anyhow::bail!("[[adapter]] #{}: unknown type {:?}; accepted: {ADAPTER_TYPES}", i + 1, a.kind);
+            }
+            if a.workers_per_group == 0 {
+                anyhow::bail!("[[adapter]] #{}: workers_per_group must be at least 1, got 0", i + 1);
+            }
+            if let Some(caps) = &a.capabilities {
+                parse_capabilities(caps).map_err(|e| anyhow::anyhow!("[[adapter]] #{}: {e}", i + 1))?;
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// `policy_content`: `key=value` pairs separated by `;`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyContent {
+    pub allocate: Allocate,
+    pub scaling: PolicySource,
+}
+
+pub const DEFAULT_POLICY_CONTENT: &str = "allocate=capability; scaling=vanilla";
+
+impl PolicyContent {
+    /// Relative `.wasm` paths are taken relative to `base` (the configuration's folder) when given.
+    pub fn parse(text: &str, base: Option<&Path>) -> Result<PolicyContent, String> {
+        let mut content = PolicyContent { allocate: Allocate::Capability, scaling: PolicySource::Builtin("vanilla") };
+        for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((key, value)) = part.split_once('=') else {
+                return Err(format!(
+                    "policy_content: {part:?} is not key=value; expected e.g. {DEFAULT_POLICY_CONTENT:?}"
+                ));
+            };
+            match (key.trim(), value.trim()) {
+                ("allocate", v) => content.allocate = Allocate::parse(v).map_err(|e| format!("policy_content: {e}"))?,
+                ("scaling", v) => {
+                    content.scaling =
+                        PolicySource::parse(v, base).map_err(|e| format!("policy_content: scaling: {e}"))?
+                }
+                (other, _) => {
+                    return Err(format!("policy_content: unknown key {other:?}; accepted keys: allocate, scaling"));
+                }
+            }
+        }
+        Ok(content)
+    }
+}
+
+/// `gpu=1,linux` → `{gpu: 1, linux: -1}` (a name alone means "present, no quantity").
+pub fn parse_capabilities(text: &str) -> Result<CapMap, String> {
+    let mut caps = CapMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = match part.split_once('=') {
+            Some((name, value)) => {
+                let value = value.trim().parse::<i64>().map_err(|_| {
+                    format!("capability {part:?}: the value must be an integer (or leave it out), e.g. gpu=1,linux")
+                })?;
+                (name.trim(), value)
+            }
+            None => (part, -1),
+        };
+        if name.is_empty()
+            || name.len() > 256
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
+        {
+            return Err(format!(
+                "capability name {name:?}: expected 1 to 256 letters, digits or _-.:/ characters, e.g. gpu=1,linux"
+            ));
+        }
+        caps.insert(name.to_owned(), value);
+    }
+    Ok(caps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named_with_what_is_accepted() {
+        let e = format!("{:#}", FileConfig::parse("[scheduler]\ntick = 5\n").unwrap_err());
+        assert!(e.contains("unknown field `tick`") && e.contains("tick_ms"), "{e}");
+        let e = format!("{:#}", FileConfig::parse("[[adapter]]\ntype = \"k8s\"\n").unwrap_err());
+        assert!(e.contains("\"k8s\"") && e.contains("native"), "{e}");
+    }
+
+    #[test]
+    fn policy_content_names_bad_parts() {
+        let c = PolicyContent::parse("allocate=even_load; scaling=capability", None).unwrap();
+        assert_eq!(c.allocate, Allocate::EvenLoad);
+        assert_eq!(c.scaling, PolicySource::Builtin("capability"));
+        assert!(PolicyContent::parse("allocate=random", None).unwrap_err().contains("even_load, capability"));
+        assert!(PolicyContent::parse("scaling=fastest", None).unwrap_err().contains("vanilla"));
+        assert!(PolicyContent::parse("speed=1", None).unwrap_err().contains("allocate, scaling"));
+    }
+
+    #[test]
+    fn capabilities_parse() {
+        let caps = parse_capabilities("gpu=1, linux").unwrap();
+        assert_eq!(caps.get("gpu"), Some(&1));
+        assert_eq!(caps.get("linux"), Some(&-1));
+        assert!(parse_capabilities("gpu=lots").unwrap_err().contains("integer"));
+    }
+}

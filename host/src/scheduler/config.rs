@@ -1,0 +1,65 @@
+//! The scheduler's own settings (the `[scheduler]` table, less the addresses the shell binds).
+
+use std::time::Duration;
+
+/// How tasks are matched to workers (`allocate=` in `policy_content`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Allocate {
+    /// The least-loaded worker, whatever its capabilities.
+    EvenLoad,
+    /// Only workers whose capability names include all of the task's.
+    #[default]
+    Capability,
+}
+
+impl Allocate {
+    pub const NAMES: &'static str = "even_load, capability";
+
+    pub fn parse(s: &str) -> Result<Allocate, String> {
+        match s {
+            "even_load" => Ok(Allocate::EvenLoad),
+            "capability" => Ok(Allocate::Capability),
+            other => Err(format!("unknown allocate value {other:?}; accepted: {}", Allocate::NAMES)),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub allocate: Allocate,
+    /// A decision every tick.
+    pub tick_ms: u64,
+    /// How long a pressure trigger waits to gather the rest of a burst before deciding.
+    pub pressure_delay_ms: u64,
+    /// A start the adapter has not confirmed by then is dropped (H1).
+    pub start_timeout_ms: u64,
+    /// A worker or adapter silent for this long is taken as dead.
+    pub heartbeat_timeout_ms: u64,
+    /// Host-level caps on each decision (H4), whatever the policy asks.
+    pub max_starts_per_tick: u32,
+    pub max_shutdowns_per_tick: u32,
+    /// Required in every hello when set.
+    pub token: Option<String>,
+    /// The Unix time in milliseconds at clock value 0, for the wall-clock times in records.
+    pub clock_origin_unix_ms: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            allocate: Allocate::Capability,
+            tick_ms: 1000,
+            pressure_delay_ms: 5,
+            start_timeout_ms: 30_000,
+            heartbeat_timeout_ms: 10_000,
+            max_starts_per_tick: 1000,
+            max_shutdowns_per_tick: 1000,
+            token: None,
+            clock_origin_unix_ms: 0,
+        }
+    }
+}
+
+/// How often peers send heartbeats; the timeout above allows several to be missed.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1000);

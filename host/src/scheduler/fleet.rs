@@ -1,0 +1,263 @@
+//! Workers, worker groups and adapters, and their lifecycles.
+//!
+//! A managed group is created by an accepted start (`starting`, H1), becomes `running` when its
+//! adapter confirms, `draining` when shut down (H2: no new tasks, no capacity), and is gone when the
+//! adapter confirms the shutdown, reports it lost, or the start times out. Workers that connect without
+//! a group join the unmanaged group of their capability set (H6). When a group or its adapter goes, its
+//! workers are disconnected and their tasks go back to pending.
+
+use ebbtide_sdk::CapMap;
+
+use super::{AdapterEntry, Group, GroupId, GroupPhase, PeerId, Scheduler, Worker};
+use crate::protocol::{AdapterCommand, AdapterHeartbeat, CommandResponse, Message, WorkerHeartbeat};
+
+impl Scheduler {
+    pub(super) fn worker_heartbeat(&mut self, peer: PeerId, hb: WorkerHeartbeat) {
+        if self.workers.contains_key(&peer) {
+            return self.touch_worker(peer);
+        }
+        let group = match hb.group {
+            Some(id) => match self.groups.get(&id) {
+                Some(g) if g.adapter.is_some() => id,
+                _ => {
+                    self.counters.protocol_errors += 1;
+                    return self.close(peer, format!("group {id} is unknown (never started, timed out or gone)"));
+                }
+            },
+            None => self.unmanaged_group(&hb.capabilities),
+        };
+        let identity = self.identity(peer);
+        tracing::debug!(peer, %identity, group, "worker registered");
+        self.workers.insert(
+            peer,
+            Worker { identity, group, capabilities: hb.capabilities, task: None, last_seen_ms: self.now_ms },
+        );
+        let g = self.groups.get_mut(&group).expect("chosen above");
+        g.workers.insert(peer);
+        if g.phase != GroupPhase::Draining {
+            self.idle.insert(peer);
+            self.recheck_unrunnable();
+            self.feed(peer);
+        }
+    }
+
+    fn unmanaged_group(&mut self, caps: &CapMap) -> GroupId {
+        if let Some(id) = self.unmanaged.get(caps) {
+            return *id;
+        }
+        let id = self.new_group(None, caps.clone(), GroupPhase::Running);
+        self.unmanaged.insert(caps.clone(), id);
+        id
+    }
+
+    pub(super) fn new_group(&mut self, adapter: Option<String>, capabilities: CapMap, phase: GroupPhase) -> GroupId {
+        let id = self.next_group;
+        self.next_group += 1;
+        let now = self.now_ms;
+        let group = Group {
+            adapter,
+            capabilities,
+            phase,
+            phase_since_ms: now,
+            workers: Default::default(),
+            busy: 0,
+            idle_since_ms: now,
+        };
+        self.groups.insert(id, group);
+        self.membership_owed = true;
+        id
+    }
+
+    pub(super) fn touch_worker(&mut self, peer: PeerId) {
+        if let Some(w) = self.workers.get_mut(&peer) {
+            w.last_seen_ms = self.now_ms;
+        }
+    }
+
+    /// The worker's task is finished (or gone): it is free again.
+    pub(super) fn release_worker(&mut self, peer: PeerId) {
+        let now = self.now_ms;
+        let Some(w) = self.workers.get_mut(&peer) else { return };
+        if w.task.take().is_none() {
+            return;
+        }
+        let Some(g) = self.groups.get_mut(&w.group) else { return };
+        g.busy = g.busy.saturating_sub(1);
+        if g.busy == 0 {
+            g.idle_since_ms = now;
+        }
+        if g.phase != GroupPhase::Draining {
+            self.idle.insert(peer);
+            self.feed(peer);
+        }
+    }
+
+    pub(super) fn remove_worker(&mut self, peer: PeerId, reason: &str) {
+        let Some(w) = self.workers.remove(&peer) else { return };
+        self.idle.remove(&peer);
+        tracing::info!(peer, identity = %w.identity, group = w.group, "worker gone: {reason}");
+        if let Some(g) = self.groups.get_mut(&w.group) {
+            g.workers.remove(&peer);
+            if w.task.is_some() {
+                g.busy = g.busy.saturating_sub(1);
+            }
+            if g.adapter.is_none() && g.workers.is_empty() {
+                self.groups.remove(&w.group);
+                self.unmanaged.retain(|_, id| *id != w.group);
+                self.membership_owed = true;
+            }
+        }
+        if let Some(task) = w.task {
+            self.requeue(task);
+        }
+    }
+
+    pub(super) fn adapter_heartbeat(&mut self, peer: PeerId, hb: AdapterHeartbeat) {
+        let name = self.identity(peer);
+        if let Some(a) = self.adapters.get_mut(&name)
+            && a.peer == peer
+        {
+            let changed = (a.max_worker_groups, a.workers_per_group, &a.capabilities, a.priority)
+                != (hb.max_worker_groups, hb.workers_per_group, &hb.capabilities, hb.priority);
+            a.max_worker_groups = hb.max_worker_groups;
+            a.workers_per_group = hb.workers_per_group;
+            a.capabilities = hb.capabilities;
+            a.priority = hb.priority;
+            a.last_seen_ms = self.now_ms;
+            self.membership_owed |= changed;
+            return;
+        }
+        let refuse = if name.is_empty() {
+            Some("an adapter needs an identity in its hello: it is the adapter id policies see".to_owned())
+        } else if self.adapters.contains_key(&name) {
+            Some(format!("adapter id {name:?} is already connected; every adapter needs a unique id"))
+        } else if hb.workers_per_group == 0 {
+            Some("workers_per_group must be at least 1".to_owned())
+        } else {
+            None
+        };
+        if let Some(reason) = refuse {
+            self.counters.protocol_errors += 1;
+            return self.close(peer, reason);
+        }
+        tracing::info!(adapter = %name, max_groups = hb.max_worker_groups, workers_per_group = hb.workers_per_group, "adapter joined");
+        self.adapters.insert(
+            name,
+            AdapterEntry {
+                peer,
+                max_worker_groups: hb.max_worker_groups,
+                workers_per_group: hb.workers_per_group,
+                capabilities: hb.capabilities,
+                priority: hb.priority,
+                last_seen_ms: self.now_ms,
+            },
+        );
+        self.membership_owed = true;
+        self.recheck_unrunnable();
+    }
+
+    fn adapter_of(&self, peer: PeerId) -> Option<String> {
+        self.adapters.iter().find(|(_, a)| a.peer == peer).map(|(name, _)| name.clone())
+    }
+
+    pub(super) fn remove_adapter(&mut self, peer: PeerId, reason: &str, expected: bool) {
+        let Some(name) = self.adapter_of(peer) else { return };
+        self.adapters.remove(&name);
+        if expected {
+            tracing::info!(adapter = %name, "adapter left");
+        } else {
+            tracing::warn!(adapter = %name, "adapter gone: {reason}; its groups leave the fleet");
+        }
+        let groups: Vec<GroupId> =
+            self.groups.iter().filter(|(_, g)| g.adapter.as_deref() == Some(&name)).map(|(id, _)| *id).collect();
+        for id in groups {
+            self.remove_group(id, "its adapter is gone");
+        }
+        self.membership_owed = true;
+    }
+
+    /// The group is gone: its workers are disconnected and their tasks go back to pending.
+    pub(super) fn remove_group(&mut self, id: GroupId, reason: &str) {
+        let Some(group) = self.groups.remove(&id) else { return };
+        tracing::info!(group = id, adapter = ?group.adapter, "group gone: {reason}");
+        for worker in group.workers {
+            self.remove_worker(worker, reason);
+            self.close(worker, format!("group {id} is gone: {reason}"));
+        }
+        self.membership_owed = true;
+    }
+
+    /// The managed group `id`, if `peer` is the adapter that owns it.
+    fn owned_group(&self, peer: PeerId, id: GroupId) -> Option<GroupPhase> {
+        let name = self.adapter_of(peer)?;
+        self.groups.get(&id).filter(|g| g.adapter.as_deref() == Some(name.as_str())).map(|g| g.phase)
+    }
+
+    pub(super) fn command_response(&mut self, peer: PeerId, r: CommandResponse) {
+        if let Some(a) = self.adapter_of(peer).and_then(|n| self.adapters.get_mut(&n)) {
+            a.last_seen_ms = self.now_ms;
+        }
+        match (self.owned_group(peer, r.group_id), r.ok) {
+            (Some(GroupPhase::Starting), true) => {
+                let now = self.now_ms;
+                let g = self.groups.get_mut(&r.group_id).expect("owned");
+                g.phase = GroupPhase::Running;
+                g.phase_since_ms = now;
+                self.membership_owed = true;
+            }
+            (Some(GroupPhase::Starting), false) => {
+                self.counters.start_failures += 1;
+                tracing::warn!(group = r.group_id, "start failed: {}", r.message);
+                self.remove_group(r.group_id, "its start failed");
+            }
+            (Some(GroupPhase::Draining), ok) => {
+                if !ok {
+                    tracing::warn!(group = r.group_id, "shutdown reported a failure: {}", r.message);
+                }
+                self.remove_group(r.group_id, "shut down");
+            }
+            (Some(GroupPhase::Running), _) => {}
+            (None, _) => tracing::debug!(peer, group = r.group_id, "response for a group that is gone"),
+        }
+    }
+
+    pub(super) fn group_lost(&mut self, peer: PeerId, id: GroupId, reason: &str) {
+        if self.owned_group(peer, id).is_some() {
+            self.counters.groups_lost += 1;
+            self.remove_group(id, &format!("lost ({reason})"));
+        }
+    }
+
+    /// H1: a start not confirmed within `start_timeout_ms` is gone, and the adapter told to clean up.
+    pub(super) fn expire_starts(&mut self) {
+        let deadline = self.config.start_timeout_ms;
+        let expired: Vec<(GroupId, Option<String>)> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.phase == GroupPhase::Starting && self.now_ms >= g.phase_since_ms + deadline)
+            .map(|(id, g)| (*id, g.adapter.clone()))
+            .collect();
+        for (id, adapter) in expired {
+            self.counters.start_failures += 1;
+            tracing::warn!(group = id, "start not confirmed within {deadline} ms; dropping it");
+            if let Some(peer) = adapter.and_then(|a| self.adapters.get(&a)).map(|a| a.peer) {
+                self.send(peer, Message::AdapterCommand(AdapterCommand::Shutdown { group_id: id }));
+            }
+            self.remove_group(id, "start timed out");
+        }
+    }
+
+    pub(super) fn expire_silent_peers(&mut self) {
+        let timeout = self.config.heartbeat_timeout_ms;
+        let now = self.now_ms;
+        let silent_workers: Vec<PeerId> =
+            self.workers.iter().filter(|(_, w)| now >= w.last_seen_ms + timeout).map(|(p, _)| *p).collect();
+        let silent_adapters: Vec<PeerId> =
+            self.adapters.values().filter(|a| now >= a.last_seen_ms + timeout).map(|a| a.peer).collect();
+        for peer in silent_workers.into_iter().chain(silent_adapters) {
+            let reason = format!("no heartbeat for {timeout} ms");
+            self.close(peer, reason.clone());
+            self.on_disconnected(peer, &reason);
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The scheduler core: tasks, workers, groups, adapters and the scaling loop, free of sockets and wall
+//! clocks. The network shell ([`crate::server`]) and the simulator drive the very same code by feeding
+//! it [`Input`]s with a clock value and carrying out the [`Output`]s it returns.
+//!
+//! - [`peers`]: hellos, authentication and who is connected.
+//! - [`tasks`]: submission, the queue per capability set, allocation, results, requeueing.
+//! - [`fleet`]: workers, worker groups and adapters, and their lifecycles (H1, H2, H6).
+//! - [`snapshot`]: the contract's snapshot of all this (H5).
+//! - [`scaling`]: triggers, the decision in flight, guard rails (H4) and dispatch (H3).
+
+pub mod config;
+mod fleet;
+mod peers;
+pub(crate) use peers::constant_time_eq;
+pub mod record;
+mod scaling;
+mod snapshot;
+pub mod status;
+mod tasks;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use ebbtide_sdk::{CapMap, Decision, Snapshot, Trigger};
+
+pub use config::{Allocate, CoreConfig};
+pub use record::DecisionRecord;
+pub use status::{Counters, Status};
+
+use crate::protocol::{Message, Role};
+
+/// A connection, numbered by the shell.
+pub type PeerId = u64;
+pub type TaskId = u64;
+pub type GroupId = u64;
+
+/// What happened, as the shell tells the core. Every input comes with the current time in
+/// milliseconds of a monotonic clock chosen by the caller.
+#[derive(Debug)]
+pub enum Input {
+    Connected {
+        peer: PeerId,
+    },
+    Message {
+        peer: PeerId,
+        message: Message,
+    },
+    /// The connection is gone (closed, broken, or closed by us).
+    Disconnected {
+        peer: PeerId,
+        reason: String,
+    },
+    /// The policy answered decision `seq`.
+    Decided {
+        seq: u64,
+        outcome: Result<Decision, String>,
+        duration_us: u64,
+    },
+    /// An operator asked for a decision now.
+    DecideNow,
+}
+
+/// What the core asks the shell to do.
+#[derive(Debug)]
+pub enum Output {
+    Send {
+        peer: PeerId,
+        message: Message,
+    },
+    /// Close the connection after sending a goodbye with the reason.
+    Close {
+        peer: PeerId,
+        reason: String,
+    },
+    /// Run the policy on this snapshot and state, then report back with [`Input::Decided`].
+    Decide {
+        seq: u64,
+        snapshot: Snapshot,
+        state: Vec<u8>,
+    },
+    /// A finished decision, for the decision log.
+    Record(Box<DecisionRecord>),
+}
+
+struct Peer {
+    role: Option<Role>,
+    identity: String,
+    /// Said goodbye: its disconnection is expected, not a failure.
+    leaving: bool,
+}
+
+struct TaskEntry {
+    client: PeerId,
+    client_id: u64,
+    function: String,
+    payload: Vec<u8>,
+    capabilities: CapMap,
+    /// The worker holding it, if any.
+    worker: Option<PeerId>,
+}
+
+struct Worker {
+    identity: String,
+    group: GroupId,
+    capabilities: CapMap,
+    task: Option<TaskId>,
+    last_seen_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GroupPhase {
+    Starting,
+    Running,
+    Draining,
+}
+
+struct Group {
+    /// `None`: unmanaged workers (H6).
+    adapter: Option<String>,
+    capabilities: CapMap,
+    phase: GroupPhase,
+    phase_since_ms: u64,
+    workers: BTreeSet<PeerId>,
+    busy: u32,
+    /// When the group last had no task assigned (for `idle-ms`).
+    idle_since_ms: u64,
+}
+
+struct AdapterEntry {
+    peer: PeerId,
+    max_worker_groups: u32,
+    workers_per_group: u32,
+    capabilities: Option<CapMap>,
+    priority: i32,
+    last_seen_ms: u64,
+}
+
+/// A decision handed to the policy and not yet answered.
+struct InFlight {
+    seq: u64,
+    snapshot: Snapshot,
+    state_in: Vec<u8>,
+}
+
+pub struct Scheduler {
+    config: CoreConfig,
+    now_ms: u64,
+    outputs: Vec<Output>,
+    peers: HashMap<PeerId, Peer>,
+
+    tasks: HashMap<TaskId, TaskEntry>,
+    /// Pending tasks, oldest first, one queue per capability set.
+    queues: BTreeMap<CapMap, VecDeque<TaskId>>,
+    /// The submitting client's id of each task, to route results back.
+    by_client: HashMap<(PeerId, u64), TaskId>,
+    next_task: TaskId,
+
+    workers: HashMap<PeerId, Worker>,
+    /// Workers with no task, in a group that may take tasks.
+    idle: BTreeSet<PeerId>,
+    groups: BTreeMap<GroupId, Group>,
+    unmanaged: BTreeMap<CapMap, GroupId>,
+    next_group: GroupId,
+    adapters: BTreeMap<String, AdapterEntry>,
+    /// Tasks that found no capable free worker since the last decision, by adapter that could serve them.
+    misses: BTreeMap<String, u32>,
+    /// Capability sets no adapter or worker can serve, with the reason (logged once).
+    unrunnable: BTreeMap<CapMap, String>,
+
+    // The scaling loop.
+    policy_state: Vec<u8>,
+    next_seq: u64,
+    in_flight: Option<InFlight>,
+    next_tick_ms: u64,
+    pressure_since_ms: Option<u64>,
+    membership_owed: bool,
+    manual_owed: bool,
+    last_housekeeping_ms: u64,
+
+    counters: Counters,
+    last_decision: Option<status::LastDecision>,
+}
+
+impl Scheduler {
+    pub fn new(config: CoreConfig, now_ms: u64) -> Self {
+        Scheduler {
+            next_tick_ms: now_ms + config.tick_ms,
+            config,
+            now_ms,
+            outputs: Vec::new(),
+            peers: HashMap::new(),
+            tasks: HashMap::new(),
+            queues: BTreeMap::new(),
+            by_client: HashMap::new(),
+            next_task: 1,
+            workers: HashMap::new(),
+            idle: BTreeSet::new(),
+            groups: BTreeMap::new(),
+            unmanaged: BTreeMap::new(),
+            next_group: 1,
+            adapters: BTreeMap::new(),
+            misses: BTreeMap::new(),
+            unrunnable: BTreeMap::new(),
+            policy_state: Vec::new(),
+            next_seq: 1,
+            in_flight: None,
+            pressure_since_ms: None,
+            membership_owed: true,
+            manual_owed: false,
+            last_housekeeping_ms: now_ms,
+            counters: Counters::default(),
+            last_decision: None,
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Handles one input at time `now_ms`; collect what to do with [`Scheduler::take_outputs`].
+    pub fn handle(&mut self, now_ms: u64, input: Input) {
+        self.now_ms = self.now_ms.max(now_ms);
+        match input {
+            Input::Connected { peer } => {
+                self.peers.insert(peer, Peer { role: None, identity: String::new(), leaving: false });
+            }
+            Input::Message { peer, message } => self.on_message(peer, message),
+            Input::Disconnected { peer, reason } => self.on_disconnected(peer, &reason),
+            Input::Decided { seq, outcome, duration_us } => self.on_decided(seq, outcome, duration_us),
+            Input::DecideNow => self.manual_owed = true,
+        }
+    }
+
+    /// Advances the clock: fires due triggers, times out starts and silent peers.
+    pub fn poll(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        if self.now_ms >= self.last_housekeeping_ms + HOUSEKEEPING_MS {
+            self.last_housekeeping_ms = self.now_ms;
+            self.expire_starts();
+            self.expire_silent_peers();
+        }
+        self.fire_triggers();
+    }
+
+    /// When [`Scheduler::poll`] next has something to do.
+    pub fn next_deadline_ms(&self) -> u64 {
+        let mut due = (self.last_housekeeping_ms + HOUSEKEEPING_MS).min(self.next_tick_ms);
+        if self.in_flight.is_none() {
+            if let Some(since) = self.pressure_since_ms {
+                due = due.min(since + self.config.pressure_delay_ms);
+            }
+            if self.membership_owed || self.manual_owed {
+                due = self.now_ms;
+            }
+        }
+        due
+    }
+
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    fn send(&mut self, peer: PeerId, message: Message) {
+        self.outputs.push(Output::Send { peer, message });
+    }
+
+    fn close(&mut self, peer: PeerId, reason: String) {
+        tracing::warn!(peer, identity = %self.identity(peer), "closing connection: {reason}");
+        self.outputs.push(Output::Close { peer, reason });
+    }
+
+    fn identity(&self, peer: PeerId) -> String {
+        self.peers.get(&peer).map(|p| p.identity.clone()).unwrap_or_default()
+    }
+
+    fn on_message(&mut self, peer: PeerId, message: Message) {
+        let Some(role) = self.peers.get(&peer).map(|p| p.role) else { return };
+        let Some(role) = role else {
+            return self.on_hello(peer, message);
+        };
+        match (role, message) {
+            (Role::Client, Message::TaskSubmit(task)) => self.submit(peer, task),
+            (Role::Client, Message::TaskCancel(id)) => self.cancel(peer, id),
+            (Role::Worker, Message::WorkerHeartbeat(hb)) => self.worker_heartbeat(peer, hb),
+            (Role::Worker, Message::TaskResult(result)) => self.task_result(peer, result),
+            (Role::Adapter, Message::AdapterHeartbeat(hb)) => self.adapter_heartbeat(peer, hb),
+            (Role::Adapter, Message::CommandResponse(response)) => self.command_response(peer, response),
+            (Role::Adapter, Message::GroupLost { group_id, reason }) => self.group_lost(peer, group_id, &reason),
+            (_, Message::Goodbye(reason)) => {
+                tracing::debug!(peer, "peer says goodbye: {reason}");
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.leaving = true;
+                }
+            }
+            (role, message) => {
+                self.counters.protocol_errors += 1;
+                self.close(peer, format!("a {} may not send a {} message", role.as_str(), message.kind()));
+            }
+        }
+    }
+
+    fn on_disconnected(&mut self, peer: PeerId, reason: &str) {
+        let Some(p) = self.peers.remove(&peer) else { return };
+        match p.role {
+            Some(Role::Worker) => self.remove_worker(peer, reason),
+            Some(Role::Adapter) => self.remove_adapter(peer, reason, p.leaving),
+            // A client's tasks keep running when it leaves (fire and forget); their results are dropped.
+            Some(Role::Client) | None => {}
+        }
+    }
+}
+
+/// How often start timeouts and heartbeats are checked.
+const HOUSEKEEPING_MS: u64 = 250;
+
+/// The trigger of the next decision, by priority, if one is due.
+fn due_trigger(s: &Scheduler) -> Option<Trigger> {
+    if s.in_flight.is_some() {
+        return None;
+    }
+    if s.manual_owed {
+        return Some(Trigger::Manual);
+    }
+    if s.pressure_since_ms.is_some_and(|since| s.now_ms >= since + s.config.pressure_delay_ms) {
+        return Some(Trigger::Pressure);
+    }
+    if s.membership_owed {
+        return Some(Trigger::Membership);
+    }
+    (s.now_ms >= s.next_tick_ms).then_some(Trigger::Tick)
+}

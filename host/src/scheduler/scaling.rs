@@ -1,0 +1,152 @@
+//! The scaling loop: triggers (tick, pressure, membership, manual) coalesced so that at most one
+//! decision is in flight, guard rails the policy cannot override (H4), and dispatch of what remains
+//! to the adapters at once (H3).
+
+use ebbtide_sdk::{CapMap, Command, Decision, Diagnostic, Snapshot, vectors::ReadableCommand};
+
+use super::record::{DecisionRecord, DroppedCommand};
+use super::status::LastDecision;
+use super::{GroupPhase, InFlight, Output, Scheduler, due_trigger};
+use crate::protocol::{AdapterCommand, Message};
+
+impl Scheduler {
+    pub(super) fn fire_triggers(&mut self) {
+        let Some(trigger) = due_trigger(self) else { return };
+        // Whatever fires, the snapshot reflects everything, so every owed trigger is served.
+        self.manual_owed = false;
+        self.membership_owed = false;
+        self.pressure_since_ms = None;
+        if self.now_ms >= self.next_tick_ms {
+            self.next_tick_ms = self.now_ms + self.config.tick_ms;
+        }
+        let snapshot = self.snapshot(trigger);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let state = self.policy_state.clone();
+        self.in_flight = Some(InFlight { seq, snapshot: snapshot.clone(), state_in: state.clone() });
+        self.outputs.push(Output::Decide { seq, snapshot, state });
+    }
+
+    pub(super) fn on_decided(&mut self, seq: u64, outcome: Result<Decision, String>, duration_us: u64) {
+        let Some(flight) = self.in_flight.take_if(|f| f.seq == seq) else {
+            return tracing::warn!(seq, "an answer for a decision that is not in flight; ignored");
+        };
+        self.counters.observe_decision(duration_us);
+        let mut record = DecisionRecord::new(seq, self.config.clock_origin_unix_ms + self.now_ms, &flight, duration_us);
+        match outcome {
+            Ok(decision) => {
+                record.commands = decision.commands.iter().map(|c| readable(c, &flight.snapshot)).collect();
+                record.diagnostics = decision.diagnostics.clone();
+                for d in &decision.diagnostics {
+                    tracing::info!(code = %d.code, "policy: {}", d.message);
+                }
+                self.policy_state = decision.state;
+                record.dropped = self.dispatch(&flight.snapshot, decision.commands, &mut record.diagnostics);
+            }
+            Err(error) => {
+                self.counters.decisions_failed += 1;
+                tracing::warn!(seq, "decision failed; the fleet stays as it is: {error}");
+                record.error = Some(error);
+            }
+        }
+        self.last_decision = Some(LastDecision {
+            time_ms: record.time_ms,
+            trigger: record.trigger,
+            commands: record.commands.len() - record.dropped.len(),
+            dropped: record.dropped.len(),
+            duration_us,
+            error: record.error.clone(),
+        });
+        self.outputs.push(Output::Record(Box::new(record)));
+    }
+
+    /// Applies the guard rails and sends what passes. Returns what was dropped.
+    fn dispatch(
+        &mut self,
+        snapshot: &Snapshot,
+        commands: Vec<Command>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Vec<DroppedCommand> {
+        let (mut starts, mut shutdowns) = (0u32, 0u32);
+        let mut dropped = Vec::new();
+        for command in commands {
+            let verdict = match &command {
+                Command::Start { adapter, capabilities } => {
+                    let caps: CapMap = capabilities.iter().map(|c| (c.name.clone(), c.value)).collect();
+                    self.start(snapshot.name(*adapter), caps, &mut starts)
+                }
+                Command::Shutdown(id) => self.shutdown(*id, &mut shutdowns),
+            };
+            if let Err(reason) = verdict {
+                let command = readable(&command, snapshot);
+                tracing::warn!("dropped {command}: {reason}");
+                self.counters.commands_dropped += 1;
+                diagnostics.push(Diagnostic::new("dropped", format!("{command}: {reason}")));
+                dropped.push(DroppedCommand { command, reason });
+            }
+        }
+        dropped
+    }
+
+    fn start(&mut self, adapter: &str, capabilities: CapMap, starts: &mut u32) -> Result<(), String> {
+        let Some(a) = self.adapters.get(adapter) else {
+            return Err(format!("unknown adapter {adapter:?}"));
+        };
+        let live = self.groups.values().filter(|g| g.adapter.as_deref() == Some(adapter)).count();
+        if a.max_worker_groups > 0 && live >= a.max_worker_groups as usize {
+            return Err(format!("adapter {adapter:?} is full ({live} of {} groups)", a.max_worker_groups));
+        }
+        if *starts >= self.config.max_starts_per_tick {
+            return Err(format!("max_starts_per_tick ({}) reached", self.config.max_starts_per_tick));
+        }
+        *starts += 1;
+        let peer = a.peer;
+        let group_id = self.new_group(Some(adapter.to_owned()), capabilities.clone(), GroupPhase::Starting);
+        self.counters.starts += 1;
+        let command = AdapterCommand::Start { request_id: group_id, group_id, capabilities };
+        self.send(peer, Message::AdapterCommand(command));
+        Ok(())
+    }
+
+    fn shutdown(&mut self, id: u64, shutdowns: &mut u32) -> Result<(), String> {
+        let Some(group) = self.groups.get(&id) else { return Err(format!("unknown group {id}")) };
+        let Some(adapter) = group.adapter.clone() else { return Err(format!("group {id} is unmanaged")) };
+        if group.phase == GroupPhase::Draining {
+            return Err(format!("group {id} is already draining"));
+        }
+        if *shutdowns >= self.config.max_shutdowns_per_tick {
+            return Err(format!("max_shutdowns_per_tick ({}) reached", self.config.max_shutdowns_per_tick));
+        }
+        *shutdowns += 1;
+        self.counters.shutdowns += 1;
+        let now = self.now_ms;
+        let group = self.groups.get_mut(&id).expect("checked");
+        group.phase = GroupPhase::Draining;
+        group.phase_since_ms = now;
+        // H2: no new tasks; what its workers hold goes back to pending and runs elsewhere.
+        let workers: Vec<_> = group.workers.iter().copied().collect();
+        group.busy = 0;
+        group.idle_since_ms = now;
+        for worker in workers {
+            self.idle.remove(&worker);
+            if let Some(task) = self.workers.get_mut(&worker).and_then(|w| w.task.take()) {
+                self.requeue(task);
+            }
+        }
+        if let Some(peer) = self.adapters.get(&adapter).map(|a| a.peer) {
+            self.send(peer, Message::AdapterCommand(AdapterCommand::Shutdown { group_id: id }));
+        }
+        Ok(())
+    }
+}
+
+/// A command in the readable shape of the vector files: adapter by name, shutdown by group id.
+fn readable(command: &Command, snapshot: &Snapshot) -> ReadableCommand {
+    match command {
+        Command::Start { adapter, capabilities } => ReadableCommand::Start {
+            adapter: snapshot.name(*adapter).to_owned(),
+            capabilities: capabilities.iter().map(|c| (c.name.clone(), c.value)).collect(),
+        },
+        Command::Shutdown(id) => ReadableCommand::Shutdown(id.to_string()),
+    }
+}

@@ -1,0 +1,63 @@
+//! The contract's snapshot of the cluster: aggregated by capability set, names interned (H1, H2, H5, H6).
+
+use std::collections::BTreeMap;
+
+use ebbtide_sdk::{Adapter, CapMap, GroupState, Snapshot, SnapshotBuilder, TaskGroup, Trigger, WorkerGroup};
+
+use super::{GroupPhase, Scheduler};
+
+impl Scheduler {
+    /// The snapshot for a decision now. Consumes the misses counted since the previous one (H5).
+    pub(super) fn snapshot(&mut self, trigger: Trigger) -> Snapshot {
+        let now = self.now_ms;
+        let mut b = SnapshotBuilder::new(now, trigger);
+        for (name, a) in &self.adapters {
+            let id = b.name(name);
+            let capabilities = a.capabilities.as_ref().map(|c| b.capset_of(c));
+            b.adapter(Adapter {
+                id,
+                max_worker_groups: a.max_worker_groups,
+                workers_per_group: a.workers_per_group,
+                capabilities,
+                priority: a.priority,
+            });
+        }
+
+        let mut demand: BTreeMap<&CapMap, (u32, u32)> = BTreeMap::new();
+        for (caps, queue) in &self.queues {
+            demand.entry(caps).or_default().0 += queue.len() as u32;
+        }
+        for task in self.tasks.values().filter(|t| t.worker.is_some()) {
+            demand.entry(&task.capabilities).or_default().1 += 1;
+        }
+        for (caps, (pending, running)) in demand {
+            let capabilities = b.capset_of(caps);
+            b.task_group(TaskGroup { capabilities, pending, running });
+        }
+
+        for (id, g) in &self.groups {
+            let adapter = g.adapter.as_deref().map(|a| b.name(a));
+            let capabilities = b.capset_of(&g.capabilities);
+            let workers = g.workers.len() as u32;
+            b.worker_group(WorkerGroup {
+                id: *id,
+                adapter,
+                capabilities,
+                state: match g.phase {
+                    GroupPhase::Starting => GroupState::Starting,
+                    GroupPhase::Running => GroupState::Running,
+                    GroupPhase::Draining => GroupState::Draining,
+                },
+                workers,
+                queued_tasks: g.busy,
+                idle_workers: workers.saturating_sub(g.busy),
+                idle_ms: if g.busy == 0 { now.saturating_sub(g.idle_since_ms) } else { 0 },
+            });
+        }
+
+        for (adapter, count) in std::mem::take(&mut self.misses) {
+            b.miss(&adapter, count);
+        }
+        b.finish()
+    }
+}

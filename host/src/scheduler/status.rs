@@ -1,0 +1,137 @@
+//! Counters and the state summary behind `/status` and `/metrics`.
+
+use ebbtide_sdk::Trigger;
+use serde::Serialize;
+
+use super::{GroupPhase, Scheduler, tasks::describe};
+
+/// Upper bounds of the decision latency histogram, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 12] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000];
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counters {
+    pub decisions: u64,
+    pub decisions_failed: u64,
+    pub starts: u64,
+    pub shutdowns: u64,
+    pub commands_dropped: u64,
+    pub start_failures: u64,
+    pub groups_lost: u64,
+    pub tasks_submitted: u64,
+    pub tasks_done: u64,
+    pub tasks_failed: u64,
+    pub tasks_cancelled: u64,
+    pub tasks_requeued: u64,
+    pub misses: u64,
+    pub protocol_errors: u64,
+    /// Decisions per latency bucket (the last counts those above every bound).
+    pub latency_buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
+    pub latency_sum_us: u64,
+}
+
+impl Counters {
+    pub(super) fn observe_decision(&mut self, duration_us: u64) {
+        self.decisions += 1;
+        self.latency_sum_us += duration_us;
+        let bucket = LATENCY_BUCKETS_US.iter().position(|b| duration_us <= *b).unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency_buckets[bucket] += 1;
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LastDecision {
+    pub time_ms: u64,
+    pub trigger: Trigger,
+    /// Commands sent (after the guard rails).
+    pub commands: usize,
+    pub dropped: usize,
+    pub duration_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterStatus {
+    pub id: String,
+    pub max_worker_groups: u32,
+    pub workers_per_group: u32,
+    pub capabilities: Option<String>,
+    pub priority: i32,
+    /// Live groups (starting, running or draining).
+    pub groups: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GroupCounts {
+    pub starting: usize,
+    pub running: usize,
+    pub draining: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TaskCounts {
+    pub pending: usize,
+    pub running: usize,
+    pub done: u64,
+    pub failed: u64,
+}
+
+/// The cluster as `/status` shows it (the shell adds the policy).
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub decisions_in_flight: bool,
+    pub last_decision: Option<LastDecision>,
+    pub adapters: Vec<AdapterStatus>,
+    pub groups: GroupCounts,
+    pub workers: usize,
+    pub tasks: TaskCounts,
+    pub diagnostics: Vec<String>,
+    pub counters: Counters,
+}
+
+impl Scheduler {
+    pub fn status(&self) -> Status {
+        let mut groups = GroupCounts::default();
+        for g in self.groups.values() {
+            match g.phase {
+                GroupPhase::Starting => groups.starting += 1,
+                GroupPhase::Running => groups.running += 1,
+                GroupPhase::Draining => groups.draining += 1,
+            }
+        }
+        let adapters = self
+            .adapters
+            .iter()
+            .map(|(id, a)| AdapterStatus {
+                id: id.clone(),
+                max_worker_groups: a.max_worker_groups,
+                workers_per_group: a.workers_per_group,
+                capabilities: a.capabilities.as_ref().map(describe),
+                priority: a.priority,
+                groups: self.groups.values().filter(|g| g.adapter.as_deref() == Some(id)).count(),
+            })
+            .collect();
+        let pending = self.pending_count();
+        Status {
+            decisions_in_flight: self.in_flight.is_some(),
+            last_decision: self.last_decision.clone(),
+            adapters,
+            groups,
+            workers: self.workers.len(),
+            tasks: TaskCounts {
+                pending,
+                running: self.tasks.len() - pending,
+                done: self.counters.tasks_done,
+                failed: self.counters.tasks_failed,
+            },
+            diagnostics: self.unrunnable.values().cloned().collect(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// True when nothing is pending or running and no group is alive: the demo's "back to zero".
+    pub fn is_quiet(&self) -> bool {
+        self.tasks.is_empty() && self.groups.values().all(|g| g.adapter.is_none())
+    }
+}

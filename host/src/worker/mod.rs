@@ -1,0 +1,79 @@
+//! `ebbtide worker`: connects to the scheduler, runs one task at a time, and exits when the scheduler
+//! closes the connection (so a worker never outlives its scheduler or its group).
+
+mod functions;
+
+use std::sync::{Arc, Mutex};
+
+use ebbtide_sdk::CapMap;
+use tokio::sync::mpsc;
+
+use crate::protocol::peer::Connection;
+use crate::protocol::{Address, Message, Role, Task, WorkerHeartbeat};
+use crate::scheduler::config::HEARTBEAT_INTERVAL;
+
+pub use functions::FUNCTIONS;
+
+pub struct WorkerOptions {
+    pub address: Address,
+    pub capabilities: CapMap,
+    /// The adapter-managed group, if started by an adapter.
+    pub group: Option<u64>,
+    pub allow_exec: bool,
+    pub token: String,
+    pub identity: String,
+}
+
+/// Runs until the scheduler closes the connection; returns its reason, if it gave one.
+pub async fn run(options: WorkerOptions) -> anyhow::Result<Option<String>> {
+    let mut connection = Connection::open(&options.address, Role::Worker, &options.identity, &options.token).await?;
+    let outbox = connection.outbox.clone();
+    let holding: Arc<Mutex<Option<u64>>> = Arc::default();
+
+    // Heartbeats, also while a long task runs.
+    let heartbeat = {
+        let (outbox, holding) = (outbox.clone(), holding.clone());
+        let (capabilities, group) = (options.capabilities.clone(), options.group);
+        tokio::spawn(async move {
+            loop {
+                let assigned = holding.lock().expect("not poisoned").iter().copied().collect();
+                let hb = WorkerHeartbeat { capabilities: capabilities.clone(), group, assigned };
+                if !outbox.send(&Message::WorkerHeartbeat(hb)) {
+                    break;
+                }
+                tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+            }
+        })
+    };
+
+    // One task at a time, in arrival order.
+    let (tasks, mut queue) = mpsc::unbounded_channel::<Task>();
+    let runner = {
+        let allow_exec = options.allow_exec;
+        tokio::spawn(async move {
+            while let Some(task) = queue.recv().await {
+                *holding.lock().expect("not poisoned") = Some(task.id);
+                let result = functions::run(&task, allow_exec).await;
+                *holding.lock().expect("not poisoned") = None;
+                if !outbox.send(&Message::TaskResult(result)) {
+                    break;
+                }
+            }
+        })
+    };
+
+    let reason = loop {
+        match connection.recv().await {
+            Ok(Some(Message::TaskSubmit(task))) => {
+                let _ = tasks.send(task);
+            }
+            Ok(Some(Message::Goodbye(reason))) => break Some(reason),
+            Ok(Some(other)) => tracing::debug!("ignoring a {} message", other.kind()),
+            Ok(None) => break None,
+            Err(e) => break Some(format!("{e:#}")),
+        }
+    };
+    heartbeat.abort();
+    runner.abort();
+    Ok(reason)
+}

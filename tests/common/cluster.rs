@@ -1,0 +1,147 @@
+//! Running the real `ebbtide` binary in tests: processes that are killed when dropped, the
+//! addresses they print, and the admin endpoints over plain HTTP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ebbtide"))
+}
+
+/// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub stderr_log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `ebbtide ARGS`, with stderr going to a file in `dir`.
+    pub fn start(dir: &Path, name: &str, args: &[&str]) -> Proc {
+        let stderr_log = dir.join(format!("{name}.stderr"));
+        let child = Command::new(binary())
+            .args(args)
+            .env("EBBTIDE_LOG", "info")
+            .env_remove("EBBTIDE_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).expect("stderr file"))
+            .spawn()
+            .expect("ebbtide starts");
+        Proc { child, stderr_log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Reads stdout until the "listening on" line; returns (scheduler address, admin address).
+    pub fn listening(&mut self) -> (String, Option<String>) {
+        let stdout = self.child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let line = line.expect("stdout line");
+            if let Some(rest) = line.strip_prefix("ebbtide scheduler listening on ") {
+                let address = rest.split_whitespace().next().unwrap().to_owned();
+                let admin = rest.split("(admin http://").nth(1).map(|a| a.trim_end_matches(')').to_owned());
+                // Keep draining stdout so the child never blocks on a full pipe.
+                std::thread::spawn(move || for _ in lines {});
+                return (address, admin);
+            }
+        }
+        panic!("the scheduler exited before listening; stderr:\n{}", self.stderr());
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal(libc::SIGTERM);
+            if self.wait_exit(Duration::from_secs(10)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// `GET path` on the admin address; returns (status code, body).
+pub fn http_get(admin: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(admin).expect("admin connects");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (code, body)
+}
+
+pub fn status(admin: &str) -> serde_json::Value {
+    let (code, body) = http_get(admin, "/status", None);
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("status is JSON")
+}
+
+/// Polls `check` until it holds, or panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Runs `ebbtide submit ... --wait --json` and returns its summary.
+pub fn submit(address: &str, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(binary())
+        .arg("submit")
+        .arg(address)
+        .args(args)
+        .args(["--wait", "--json"])
+        .output()
+        .expect("submit runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|_| panic!("submit printed no summary: {stdout}\n{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Every running process whose command line contains `needle` (other than this test).
+pub fn processes_matching(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) && cmdline.contains("worker") {
+                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}

@@ -1,0 +1,303 @@
+//! The scheduler end to end: the real binary, real sockets on 127.0.0.1, real worker processes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use common::cluster::{Proc, http_get, processes_matching, status, submit, unix_ms, wait_for};
+use ebbtide::protocol::{AdapterHeartbeat, Hello, Message, PROTOCOL_VERSION, Role};
+use serde_json::Value;
+
+/// `ebbtide up` on a configuration written to `dir`; returns the process and its addresses.
+fn up(dir: &Path, name: &str, config: &str) -> (Proc, String, String) {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let mut proc = Proc::start(dir, name, &["up", path.to_str().unwrap()]);
+    let (address, admin) = proc.listening();
+    (proc, address, admin.expect("the configuration sets an admin address"))
+}
+
+fn decisions(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+fn starts(decision: &Value) -> Vec<&Value> {
+    decision["commands"].as_array().unwrap().iter().filter(|c| c.get("start").is_some()).collect()
+}
+
+/// Groups starting, running or draining, from `/status`.
+fn live_groups(admin: &str) -> u64 {
+    let s = status(admin);
+    ["starting", "running", "draining"].iter().map(|k| s["groups"][k].as_u64().unwrap()).sum()
+}
+
+/// A burst of 64 `sleep 500` tasks leads to one decision with all 8 starts within 100 ms; every
+/// result returns; once idle every group is shut down.
+fn burst(name: &str, policy_content: &str, adapters: &str, task_caps: &[&str], expect_adapter: &str) {
+    let dir = common::temp_dir(name);
+    let log = dir.join("decisions.jsonl");
+    let config = format!(
+        r#"
+[scheduler]
+address = "tcp://127.0.0.1:0"
+admin_address = "127.0.0.1:0"
+policy_content = "{policy_content}"
+tick_ms = 500
+decision_log = "{}"
+
+[scaling.params]
+upper_task_ratio = 8
+
+{adapters}
+"#,
+        log.display()
+    );
+    let (_up, address, admin) = up(&dir, name, &config);
+    let adapter_count = adapters.matches("[[adapter]]").count();
+    wait_for("the adapters to join", Duration::from_secs(10), || {
+        status(&admin)["adapters"].as_array().unwrap().len() == adapter_count
+    });
+
+    let submitted = unix_ms();
+    let mut args = vec!["--function", "sleep", "--payload", "500", "--count", "64"];
+    args.extend_from_slice(task_caps);
+    let summary = submit(&address, &args);
+    assert_eq!(summary["done"], 64, "{summary}");
+
+    let scaling: Vec<Value> = decisions(&log).into_iter().filter(|d| !starts(d).is_empty()).collect();
+    assert_eq!(scaling.len(), 1, "exactly one decision starts groups: {scaling:#?}");
+    let first = &scaling[0];
+    let starts = starts(first);
+    assert_eq!(starts.len(), 8, "{first}");
+    assert!(starts.iter().all(|s| s["start"]["adapter"] == expect_adapter), "{first}");
+    assert!(first["dropped"].as_array().unwrap().is_empty(), "{first}");
+    let delay = first["time_ms"].as_u64().unwrap().saturating_sub(submitted);
+    assert!(delay <= 100, "the starts went out {delay} ms after the submission");
+    assert!(first["snapshot"]["task_groups"].as_array().unwrap().iter().any(|t| t["pending"].as_u64() >= Some(56)));
+
+    // Sequence numbers are contiguous from 1, and every line can be replayed.
+    let all = decisions(&log);
+    for (i, d) in all.iter().enumerate() {
+        assert_eq!(d["seq"], (i + 1) as u64);
+        assert_eq!(d["policy_digest"].as_str().unwrap().len(), 64);
+        assert!(d["state"].is_string() && d["duration_us"].is_u64());
+    }
+
+    wait_for("every group to be shut down", Duration::from_secs(20), || live_groups(&admin) == 0);
+}
+
+#[test]
+fn burst_with_vanilla_scales_in_one_decision_and_back_to_zero() {
+    burst(
+        "burst-vanilla",
+        "allocate=capability; scaling=vanilla",
+        "[[adapter]]\ntype = \"native\"\nid = \"local\"\nmax_worker_groups = 8\nworkers_per_group = 1\ngrace_ms = 1000\n",
+        &[],
+        "local",
+    );
+}
+
+#[test]
+fn burst_with_capability_starts_only_where_gpus_are() {
+    burst(
+        "burst-capability",
+        "allocate=capability; scaling=capability",
+        "[[adapter]]\ntype = \"native\"\nid = \"cpu\"\ncapabilities = \"\"\nmax_worker_groups = 8\ngrace_ms = 1000\n\n\
+         [[adapter]]\ntype = \"native\"\nid = \"gpu\"\ncapabilities = \"gpu=1\"\nmax_worker_groups = 8\ngrace_ms = 1000\n",
+        &["--capabilities", "gpu=1"],
+        "gpu",
+    );
+}
+
+/// A scheduler with no adapters (`scaling=no`) and `n` workers started by hand.
+fn scheduler_with_workers(dir: &Path, extra: &[&str], n: usize) -> (Proc, String, String, Vec<Proc>) {
+    let mut args = vec!["scheduler", "tcp://127.0.0.1:0", "--admin", "127.0.0.1:0", "--policy-content", "scaling=no"];
+    args.extend_from_slice(extra);
+    let mut scheduler = Proc::start(dir, "scheduler", &args);
+    let (address, admin) = scheduler.listening();
+    let admin = admin.unwrap();
+    let token: Vec<&str> = extra.windows(2).filter(|w| w[0] == "--token").flat_map(|w| ["--token", w[1]]).collect();
+    let workers: Vec<Proc> = (0..n)
+        .map(|i| {
+            let mut a = vec!["worker", address.as_str()];
+            a.extend_from_slice(&token);
+            Proc::start(dir, &format!("worker-{i}"), &a)
+        })
+        .collect();
+    (scheduler, address, admin, workers)
+}
+
+fn workers_connected(admin: &str, token: Option<&str>) -> u64 {
+    let (_, body) = http_get(admin, "/status", token);
+    serde_json::from_str::<Value>(&body).map(|s| s["workers"].as_u64().unwrap_or(0)).unwrap_or(0)
+}
+
+#[test]
+fn a_killed_worker_loses_no_task() {
+    let dir = common::temp_dir("sigkill-worker");
+    let (_scheduler, address, admin, workers) = scheduler_with_workers(&dir, &[], 2);
+    wait_for("2 workers", Duration::from_secs(10), || workers_connected(&admin, None) == 2);
+    let client =
+        std::thread::spawn(move || submit(&address, &["--function", "sleep", "--payload", "400", "--count", "6"]));
+    wait_for("both workers busy", Duration::from_secs(10), || status(&admin)["tasks"]["running"] == 2);
+    workers[0].signal(libc::SIGKILL);
+    let summary = client.join().unwrap();
+    assert_eq!(summary["done"], 6, "{summary}");
+    assert!(status(&admin)["counters"]["tasks_requeued"].as_u64().unwrap() >= 1);
+}
+
+/// Opens a raw connection, sends `bytes` (then ends the stream when `hang_up`), and reports whether
+/// the scheduler closed it within 5 s.
+fn closed_after(address: &str, bytes: &[u8], hang_up: bool) -> bool {
+    let mut stream = TcpStream::connect(address.trim_start_matches("tcp://")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = stream.write_all(bytes);
+    if hang_up {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+    let mut sink = Vec::new();
+    // The scheduler may say goodbye first; either way the stream must end.
+    stream.read_to_end(&mut sink).is_ok()
+}
+
+fn hello(role: Role, version: u32, token: &str) -> Vec<u8> {
+    Message::Hello(Hello { role, protocol_version: version, identity: "probe".into(), token: token.into() }).encode()
+}
+
+#[test]
+fn malformed_input_closes_only_that_connection() {
+    let dir = common::temp_dir("malformed");
+    let (scheduler, address, admin, _workers) = scheduler_with_workers(&dir, &["--token", "s3cret"], 2);
+    wait_for("2 workers", Duration::from_secs(10), || workers_connected(&admin, Some("s3cret")) == 2);
+
+    let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let mut huge = vec![0u8; 8];
+    huge[4..8].copy_from_slice(&(1u32 << 27).to_le_bytes()); // one segment of 2^27 words = 1 GiB
+    let valid = hello(Role::Client, PROTOCOL_VERSION, "s3cret");
+    let truncated = &valid[..valid.len() - 5];
+    let mut wrong_role = hello(Role::Client, PROTOCOL_VERSION, "s3cret");
+    wrong_role.extend(
+        Message::AdapterHeartbeat(AdapterHeartbeat {
+            max_worker_groups: 1,
+            workers_per_group: 1,
+            capabilities: None,
+            priority: 0,
+        })
+        .encode(),
+    );
+    let cases: [(&str, &[u8]); 6] = [
+        ("random bytes", &random),
+        ("a 1 GiB frame header", &huge),
+        ("a truncated frame", truncated),
+        ("a message from the wrong role", &wrong_role),
+        ("a wrong protocol version", &hello(Role::Client, PROTOCOL_VERSION + 1, "s3cret")),
+        ("a wrong token", &hello(Role::Client, PROTOCOL_VERSION, "guess")),
+    ];
+    for (what, bytes) in cases {
+        let hang_up = what == "a truncated frame";
+        assert!(closed_after(&address, bytes, hang_up), "the connection sending {what} was not closed");
+    }
+    let log = scheduler.stderr();
+    for reason in ["exceeds the limit", "in the middle of a frame", "may not send", "protocol version", "token"] {
+        assert!(log.contains(reason), "no logged reason mentioning {reason:?} in:\n{log}");
+    }
+
+    // Everyone else is unaffected: the workers still run tasks for a client with the token.
+    let output = std::process::Command::new(common::cluster::binary())
+        .args(["submit", &address, "--function", "echo", "--payload", "hi", "--count", "50", "--wait", "--json"])
+        .env("EBBTIDE_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("summary");
+    assert_eq!(summary["done"], 50);
+    assert_eq!(workers_connected(&admin, Some("s3cret")), 2);
+    // Admin requires the token too.
+    assert_eq!(http_get(&admin, "/status", None).0, 401);
+}
+
+#[test]
+fn a_lost_adapter_leaves_the_snapshot_and_its_tasks_complete_later() {
+    let dir = common::temp_dir("adapter-lost");
+    let mut scheduler = Proc::start(
+        &dir,
+        "scheduler",
+        &["scheduler", "tcp://127.0.0.1:0", "--admin", "127.0.0.1:0", "--params", r#"{"upper_task_ratio": 1}"#],
+    );
+    let (address, admin) = scheduler.listening();
+    let admin = admin.unwrap();
+    let adapter_args = ["adapter", "native", address.as_str(), "--id", "a", "--max-groups", "4", "--grace-ms", "500"];
+    let first = Proc::start(&dir, "adapter-1", &adapter_args);
+    wait_for("the adapter", Duration::from_secs(10), || status(&admin)["adapters"].as_array().unwrap().len() == 1);
+
+    let client = {
+        let address = address.clone();
+        std::thread::spawn(move || submit(&address, &["--function", "sleep", "--payload", "1500", "--count", "4"]))
+    };
+    wait_for("4 tasks running", Duration::from_secs(15), || status(&admin)["tasks"]["running"] == 4);
+    first.signal(libc::SIGKILL);
+    wait_for("the adapter's groups to leave", Duration::from_secs(10), || {
+        let s = status(&admin);
+        s["adapters"].as_array().unwrap().is_empty() && live_groups(&admin) == 0 && s["tasks"]["pending"] == 4
+    });
+    let _second = Proc::start(&dir, "adapter-2", &adapter_args);
+    let summary = client.join().unwrap();
+    assert_eq!(summary["done"], 4, "{summary}");
+    drop(first);
+}
+
+#[test]
+fn a_failing_policy_never_stops_the_work() {
+    let dir = common::temp_dir("failing-policy");
+    let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
+    let content = format!("scaling={}", hostile.display());
+    let mut scheduler = Proc::start(
+        &dir,
+        "scheduler",
+        &[
+            "scheduler",
+            "tcp://127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--tick-ms",
+            "50",
+            "--policy-content",
+            &content,
+            "--params",
+            r#"{"mode": "trap"}"#,
+        ],
+    );
+    let (address, admin) = scheduler.listening();
+    let admin = admin.unwrap();
+    let _workers: Vec<Proc> = (0..2).map(|i| Proc::start(&dir, &format!("w{i}"), &["worker", &address])).collect();
+    wait_for("2 workers", Duration::from_secs(10), || workers_connected(&admin, None) == 2);
+    let summary = submit(&address, &["--function", "echo", "--count", "200"]);
+    assert_eq!(summary["done"], 200);
+    wait_for("failed decisions counted", Duration::from_secs(10), || {
+        let d = &status(&admin)["decisions"];
+        d["failed"].as_u64().unwrap() >= 3 && d["failed"] == d["total"]
+    });
+    let (code, metrics) = http_get(&admin, "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(metrics.contains("ebbtide_decision_failures_total"), "{metrics}");
+}
+
+#[test]
+fn demo_finishes_and_leaves_nothing_behind() {
+    let dir = common::temp_dir("demo");
+    let mut demo = Proc::start(&dir, "demo", &["demo"]);
+    let (address, _) = demo.listening();
+    let status = demo.wait_exit(Duration::from_secs(60)).expect("the demo finishes within 60 s");
+    let mut stdout = String::new();
+    demo.child.stdout.take().map(|mut s| s.read_to_string(&mut stdout));
+    assert!(status.success(), "demo failed: {}", demo.stderr());
+    std::thread::sleep(Duration::from_millis(200));
+    let left = processes_matching(&address);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
