@@ -10,7 +10,7 @@ mod cluster;
 use std::time::{Duration, Instant};
 
 use cluster::{Proc, status, wait_for};
-use ebbtide::client::{SubmitOptions, Submission};
+use ebbtide::client::{Submission, SubmitOptions};
 use ebbtide::protocol::peer::Connection;
 use ebbtide::protocol::{Message, Role, Task};
 

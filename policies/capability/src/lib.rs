@@ -4,13 +4,14 @@
 //! Allocation (A) is the heart of it: both scale-up (deficits) and the scale-down safety check
 //! (would removing this group create a deficit?) run the same function.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use ebbtide_sdk::fleet::{live, out};
+use ebbtide_sdk::fleet::{live, out, shutdownable, victim_order};
 use ebbtide_sdk::params::{MAX_STARTS_PER_TICK, MIN_IDLE_MS, infos, lower_task_ratio, upper_task_ratio};
 use ebbtide_sdk::{
     Command, Decision, Fleet, KeySet, NamedCapability, ParamReader, ParamSpec, Placer, Policy, PolicyInfo, Snapshot,
-    Unit,
+    Unit, WorkerGroup,
 };
 
 pub struct CapabilityPolicy;
@@ -108,6 +109,31 @@ fn task_sets(fleet: &Fleet) -> Vec<TaskSet> {
     sets
 }
 
+/// Each key set's first shutdownable group in victim order, most specific key set first. One pass
+/// over the groups (a minimum per capability set, then per key set) instead of sorting them all.
+fn first_victims<'f, 's>(fleet: &'f Fleet<'s>, min_idle_ms: u64) -> Vec<(&'f KeySet, &'s WorkerGroup)> {
+    let mut by_set: Vec<Option<&'s WorkerGroup>> = vec![None; fleet.snapshot.capability_sets.len()];
+    for g in fleet.snapshot.worker_groups.iter().filter(|g| shutdownable(g, min_idle_ms)) {
+        if let Some(slot) = by_set.get_mut(g.capabilities as usize) {
+            match slot {
+                Some(v) if victim_order(g, v) != Ordering::Less => {}
+                _ => *slot = Some(g),
+            }
+        }
+    }
+    let mut by_keys: Vec<(&'f KeySet, &'s WorkerGroup)> = Vec::new();
+    for (set, g) in by_set.into_iter().enumerate().filter_map(|(i, g)| g.map(|g| (i as u32, g))) {
+        let keys = fleet.keys.of(set);
+        match by_keys.iter_mut().find(|(k, _)| *k == keys) {
+            Some((_, v)) if victim_order(g, v) == Ordering::Less => *v = g,
+            Some(_) => {}
+            None => by_keys.push((keys, g)),
+        }
+    }
+    by_keys.sort_by(|a, b| a.0.cmp_specific_first(b.0));
+    by_keys
+}
+
 impl Policy for CapabilityPolicy {
     type Params = Params;
 
@@ -155,25 +181,16 @@ impl Policy for CapabilityPolicy {
 
         // Scale-down: at most one group per key set whose pool is under-used, and only if the
         // remaining groups still serve every task set without a deficit.
-        let victims = fleet.victims(p.min_idle_ms);
-        let mut victim_sets: Vec<u32> = victims.iter().map(|g| g.capabilities).collect();
-        victim_sets.sort_unstable();
-        victim_sets.dedup();
-        let mut victim_keys: Vec<&KeySet> = victim_sets.into_iter().map(|c| fleet.keys.of(c)).collect();
-        victim_keys.sort_by(|a, b| a.cmp_specific_first(b));
-        victim_keys.dedup();
+        let victims = first_victims(&fleet, p.min_idle_ms);
         // Capacity by pool once the groups chosen so far are gone. At most one group per key set is
-        // chosen, so each key set's victim is simply its first group in victim order.
+        // chosen: each key set's first group in victim order.
         let mut remaining = pool_caps.clone();
-        for keys in victim_keys {
+        for (keys, v) in victims {
             let capacity = pool_caps.get(keys).copied().unwrap_or(0);
             let allocated = allocation.alloc.get(keys).copied().unwrap_or(0.0);
             if capacity == 0 || allocated / capacity as f64 >= p.lower {
                 continue;
             }
-            let Some(v) = victims.iter().find(|g| fleet.keys.of(g.capabilities) == keys) else {
-                continue;
-            };
             let mut without = remaining.clone();
             if let Some(c) = without.get_mut(keys) {
                 *c = c.saturating_sub(fleet.cap(v));
