@@ -55,6 +55,20 @@ impl SnapshotBuilder {
         self
     }
 
+    /// Adds an adapter described by name and capability map (`None`: it offers any set).
+    pub fn named_adapter(
+        &mut self,
+        id: &str,
+        max_worker_groups: u32,
+        workers_per_group: u32,
+        capabilities: Option<&CapMap>,
+        priority: i32,
+    ) -> &mut Self {
+        let id = self.name(id);
+        let capabilities = capabilities.map(|c| self.capset_of(c));
+        self.adapter(Adapter { id, max_worker_groups, workers_per_group, capabilities, priority })
+    }
+
     pub fn task_group(&mut self, group: TaskGroup) -> &mut Self {
         self.snapshot.task_groups.push(group);
         self

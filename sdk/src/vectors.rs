@@ -155,15 +155,7 @@ impl SnapshotSpec {
 
         let mut b = SnapshotBuilder::new(self.now_ms, self.trigger);
         for a in &self.adapters {
-            let id = b.name(&a.id);
-            let capabilities = a.capabilities.as_ref().map(|c| b.capset_of(c));
-            b.adapter(Adapter {
-                id,
-                max_worker_groups: a.max_worker_groups,
-                workers_per_group: a.workers_per_group,
-                capabilities,
-                priority: a.priority,
-            });
+            b.named_adapter(&a.id, a.max_worker_groups, a.workers_per_group, a.capabilities.as_ref(), a.priority);
         }
         for t in &self.task_groups {
             let capabilities = b.capset_of(&t.capabilities);

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ebbtide_sdk::{Adapter, CapMap, GroupState, Snapshot, SnapshotBuilder, TaskGroup, Trigger, WorkerGroup};
+use ebbtide_sdk::{CapMap, GroupState, Snapshot, SnapshotBuilder, TaskGroup, Trigger, WorkerGroup};
 
 use super::{GroupPhase, Scheduler};
 
@@ -12,15 +12,7 @@ impl Scheduler {
         let now = self.now_ms;
         let mut b = SnapshotBuilder::new(now, trigger);
         for (name, a) in &self.adapters {
-            let id = b.name(name);
-            let capabilities = a.capabilities.as_ref().map(|c| b.capset_of(c));
-            b.adapter(Adapter {
-                id,
-                max_worker_groups: a.max_worker_groups,
-                workers_per_group: a.workers_per_group,
-                capabilities,
-                priority: a.priority,
-            });
+            b.named_adapter(name, a.max_worker_groups, a.workers_per_group, a.capabilities.as_ref(), a.priority);
         }
 
         let mut demand: BTreeMap<&CapMap, (u32, u32)> = BTreeMap::new();
