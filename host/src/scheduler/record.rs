@@ -51,12 +51,3 @@ impl DecisionRecord {
         }
     }
 }
-
-pub fn trigger_str(trigger: Trigger) -> &'static str {
-    match trigger {
-        Trigger::Tick => "tick",
-        Trigger::Pressure => "pressure",
-        Trigger::Membership => "membership",
-        Trigger::Manual => "manual",
-    }
-}

@@ -129,9 +129,4 @@ impl Scheduler {
             counters: self.counters.clone(),
         }
     }
-
-    /// True when nothing is pending or running and no group is alive: the demo's "back to zero".
-    pub fn is_quiet(&self) -> bool {
-        self.tasks.is_empty() && self.groups.values().all(|g| g.adapter.is_none())
-    }
 }
