@@ -3,7 +3,7 @@
 
 use ebbtide_sdk::CapMap;
 
-use super::{Allocate, PeerId, Scheduler, TaskEntry, TaskId};
+use super::{AdapterEntry, Allocate, PeerId, Scheduler, TaskEntry, TaskId};
 use crate::protocol::{Message, Task, TaskResult, TaskStatus};
 
 impl Scheduler {
@@ -98,6 +98,11 @@ impl Scheduler {
         }
     }
 
+    /// Can this adapter start workers for tasks that require `caps`? (It offers any set, or a capable one.)
+    fn can_start(&self, adapter: &AdapterEntry, caps: &CapMap) -> bool {
+        adapter.capabilities.as_ref().is_none_or(|offered| self.capable(offered, caps))
+    }
+
     /// Gives the task to an idle capable worker, if there is one. Every worker runs one task at a
     /// time, so any idle worker is a least-loaded one; the lowest id keeps the choice stable.
     fn place(&mut self, id: TaskId) -> bool {
@@ -154,12 +159,8 @@ impl Scheduler {
     /// Counts a miss against every adapter that could run the task, and arms the pressure trigger.
     fn record_miss(&mut self, id: TaskId) {
         let caps = self.tasks[&id].capabilities.clone();
-        let capable: Vec<String> = self
-            .adapters
-            .iter()
-            .filter(|(_, a)| a.capabilities.as_ref().is_none_or(|offered| self.capable(offered, &caps)))
-            .map(|(name, _)| name.clone())
-            .collect();
+        let capable: Vec<String> =
+            self.adapters.iter().filter(|(_, a)| self.can_start(a, &caps)).map(|(name, _)| name.clone()).collect();
         for name in &capable {
             *self.misses.entry(name.clone()).or_default() += 1;
         }
@@ -198,7 +199,7 @@ impl Scheduler {
         let sets: Vec<CapMap> = self.unrunnable.keys().cloned().collect();
         for caps in sets {
             let runnable = !self.queues.contains_key(&caps)
-                || self.adapters.values().any(|a| a.capabilities.as_ref().is_none_or(|o| self.capable(o, &caps)))
+                || self.adapters.values().any(|a| self.can_start(a, &caps))
                 || self.workers.values().any(|w| self.capable(&w.capabilities, &caps));
             if runnable {
                 self.unrunnable.remove(&caps);
