@@ -7,36 +7,11 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::cluster::{Proc, http_get, processes_matching, status, submit, unix_ms, wait_for};
+use common::cluster::{
+    Proc, decisions, http_get, live_groups, processes_matching, starts, status, submit, unix_ms, up, wait_for,
+};
 use ebbtide::protocol::{AdapterHeartbeat, Hello, Message, PROTOCOL_VERSION, Role};
 use serde_json::Value;
-
-/// `ebbtide up` on a configuration written to `dir`; returns the process and its addresses.
-fn up(dir: &Path, name: &str, config: &str) -> (Proc, String, String) {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, config).unwrap();
-    let mut proc = Proc::start(dir, name, &["up", path.to_str().unwrap()]);
-    let (address, admin) = proc.listening();
-    (proc, address, admin.expect("the configuration sets an admin address"))
-}
-
-fn decisions(log: &Path) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect()
-}
-
-fn starts(decision: &Value) -> Vec<&Value> {
-    decision["commands"].as_array().unwrap().iter().filter(|c| c.get("start").is_some()).collect()
-}
-
-/// Groups starting, running or draining, from `/status`.
-fn live_groups(admin: &str) -> u64 {
-    let s = status(admin);
-    ["starting", "running", "draining"].iter().map(|k| s["groups"][k].as_u64().unwrap()).sum()
-}
 
 /// A burst of 64 `sleep 500` tasks leads to one decision with all 8 starts within 100 ms; every
 /// result returns; once idle every group is shut down.
@@ -253,39 +228,18 @@ fn a_lost_adapter_leaves_the_snapshot_and_its_tasks_complete_later() {
 }
 
 #[test]
-fn a_failing_policy_never_stops_the_work() {
+fn a_policy_that_fails_at_start_up_is_refused_naming_the_stage() {
     let dir = common::temp_dir("failing-policy");
     let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
     let content = format!("scaling={}", hostile.display());
-    let mut scheduler = Proc::start(
-        &dir,
-        "scheduler",
-        &[
-            "scheduler",
-            "tcp://127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--tick-ms",
-            "50",
-            "--policy-content",
-            &content,
-            "--params",
-            r#"{"mode": "trap"}"#,
-        ],
-    );
-    let (address, admin) = scheduler.listening();
-    let admin = admin.unwrap();
-    let _workers: Vec<Proc> = (0..2).map(|i| Proc::start(&dir, &format!("w{i}"), &["worker", &address])).collect();
-    wait_for("2 workers", Duration::from_secs(10), || workers_connected(&admin, None) == 2);
-    let summary = submit(&address, &["--function", "echo", "--count", "200"]);
-    assert_eq!(summary["done"], 200);
-    wait_for("failed decisions counted", Duration::from_secs(10), || {
-        let d = &status(&admin)["decisions"];
-        d["failed"].as_u64().unwrap() >= 3 && d["failed"] == d["total"]
-    });
-    let (code, metrics) = http_get(&admin, "/metrics", None);
-    assert_eq!(code, 200);
-    assert!(metrics.contains("ebbtide_decision_failures_total"), "{metrics}");
+    let out = std::process::Command::new(common::cluster::binary())
+        .current_dir(&dir)
+        .args(["scheduler", "tcp://127.0.0.1:0", "--policy-content", &content, "--params", r#"{"mode": "trap"}"#])
+        .output()
+        .expect("the binary runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rejected at dry-run: trap"), "{stderr}");
 }
 
 #[test]

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ebbtide"))
 }
@@ -88,9 +90,22 @@ impl Drop for Proc {
 
 /// `GET path` on the admin address; returns (status code, body).
 pub fn http_get(admin: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(admin).expect("admin connects");
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    http(admin, &format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n"), &[])
+}
+
+pub fn http_post(admin: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    http(admin, &head, body)
+}
+
+fn http(admin: &str, head: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(admin).expect("admin connects");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
     let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -144,4 +159,31 @@ pub fn processes_matching(needle: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// `ebbtide up` on a configuration written to `dir`; returns the process and its addresses.
+pub fn up(dir: &Path, name: &str, config: &str) -> (Proc, String, String) {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let mut proc = Proc::start(dir, name, &["up", path.to_str().unwrap()]);
+    let (address, admin) = proc.listening();
+    (proc, address, admin.expect("the configuration sets an admin address"))
+}
+
+pub fn decisions(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+pub fn starts(decision: &Value) -> Vec<&Value> {
+    decision["commands"].as_array().unwrap().iter().filter(|c| c.get("start").is_some()).collect()
+}
+
+/// Groups starting, running or draining, from `/status`.
+pub fn live_groups(admin: &str) -> u64 {
+    let s = status(admin);
+    ["starting", "running", "draining"].iter().map(|k| s["groups"][k].as_u64().unwrap()).sum()
 }

@@ -2,11 +2,12 @@
 
 use std::fmt::Write;
 
-use crate::scheduler::status::{LATENCY_BUCKETS_US, Status};
-use crate::server::PolicyStatus;
+use crate::scheduler::status::{Histogram, LATENCY_BUCKETS_US, Status};
+use crate::server::ShellStatus;
+use crate::server::shell_status::SWAP_BUCKETS_MS;
 
-pub fn render(policy: &PolicyStatus, s: &Status) -> String {
-    let c = &s.counters;
+pub fn render(shell: &ShellStatus, s: &Status) -> String {
+    let (policy, swaps, c) = (&shell.policy, &shell.swaps, &s.counters);
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
         let _ = writeln!(out, "# HELP ebbtide_{name} {help}\n# TYPE ebbtide_{name} {kind}");
@@ -16,6 +17,31 @@ pub fn render(policy: &PolicyStatus, s: &Status) -> String {
     };
     let info = format!(r#"{{name="{}",version="{}",digest="{}"}}"#, policy.name, policy.version, policy.digest);
     metric("policy_info", "gauge", "The active scaling policy.", &[(&info, 1.0)]);
+    metric(
+        "fallback_active",
+        "gauge",
+        "1 while the fallback built-in decides for a failing policy.",
+        &[("", if policy.fallback_active { 1.0 } else { 0.0 })],
+    );
+    metric(
+        "swaps_total",
+        "counter",
+        "Policy swaps by outcome.",
+        &[(r#"{outcome="accepted"}"#, swaps.accepted as f64), (r#"{outcome="rejected"}"#, swaps.rejected as f64)],
+    );
+    if let Some(shadow) = &shell.shadow {
+        metric(
+            "shadow_decisions_total",
+            "counter",
+            "Shadow decisions compared with the active policy's.",
+            &[
+                (r#"{outcome="equal"}"#, shadow.equal as f64),
+                (r#"{outcome="different"}"#, shadow.different as f64),
+                (r#"{outcome="failed"}"#, shadow.failed as f64),
+                (r#"{outcome="skipped"}"#, shadow.skipped as f64),
+            ],
+        );
+    }
     metric("decisions_total", "counter", "Scaling decisions made.", &[("", c.decisions as f64)]);
     metric("decision_failures_total", "counter", "Decisions the policy failed.", &[("", c.decisions_failed as f64)]);
     metric(
@@ -64,15 +90,34 @@ pub fn render(policy: &PolicyStatus, s: &Status) -> String {
         &[("", c.protocol_errors as f64)],
     );
 
-    let _ = writeln!(out, "# HELP ebbtide_decision_seconds Time the policy took per decision.");
-    let _ = writeln!(out, "# TYPE ebbtide_decision_seconds histogram");
-    let mut cumulative = 0;
-    for (bound, count) in LATENCY_BUCKETS_US.iter().zip(&c.latency_buckets) {
-        cumulative += count;
-        let _ = writeln!(out, r#"ebbtide_decision_seconds_bucket{{le="{}"}} {cumulative}"#, *bound as f64 / 1e6);
-    }
-    let _ = writeln!(out, r#"ebbtide_decision_seconds_bucket{{le="+Inf"}} {}"#, c.decisions);
-    let _ = writeln!(out, "ebbtide_decision_seconds_sum {}", c.latency_sum_us as f64 / 1e6);
-    let _ = writeln!(out, "ebbtide_decision_seconds_count {}", c.decisions);
+    histogram(
+        &mut out,
+        "decision_seconds",
+        "Time the policy took per decision.",
+        &LATENCY_BUCKETS_US,
+        1e6,
+        &c.latency_us,
+    );
+    histogram(
+        &mut out,
+        "swap_seconds",
+        "Time from a swap request to the new policy installed.",
+        &SWAP_BUCKETS_MS,
+        1e3,
+        &swaps.latency_ms,
+    );
     out
+}
+
+/// A Prometheus histogram from per-bucket counts; `scale` turns the unit into seconds.
+fn histogram(out: &mut String, name: &str, help: &str, bounds: &[u64], scale: f64, h: &Histogram) {
+    let _ = writeln!(out, "# HELP ebbtide_{name} {help}\n# TYPE ebbtide_{name} histogram");
+    let mut cumulative = 0;
+    for (i, bound) in bounds.iter().enumerate() {
+        cumulative += h.buckets.get(i).copied().unwrap_or(0);
+        let _ = writeln!(out, r#"ebbtide_{name}_bucket{{le="{}"}} {cumulative}"#, *bound as f64 / scale);
+    }
+    let _ = writeln!(out, r#"ebbtide_{name}_bucket{{le="+Inf"}} {}"#, h.count);
+    let _ = writeln!(out, "ebbtide_{name}_sum {}", h.sum as f64 / scale);
+    let _ = writeln!(out, "ebbtide_{name}_count {}", h.count);
 }

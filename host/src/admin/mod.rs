@@ -1,7 +1,9 @@
-//! The admin HTTP endpoints: `GET /status` (JSON) and `GET /metrics` (Prometheus text).
-//! Loopback by default; when a token is set every request needs `Authorization: Bearer TOKEN`.
+//! The admin HTTP endpoints: `GET /status` (JSON), `GET /metrics` (Prometheus text) and
+//! `POST /policy` (swap). Loopback by default; when a token is set every request needs
+//! `Authorization: Bearer TOKEN`.
 
 mod metrics;
+mod swap;
 
 use std::net::SocketAddr;
 
@@ -11,13 +13,13 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::scheduler::status::Status;
-use crate::server::{Handle, PolicyStatus};
+use crate::server::{Handle, ShellStatus};
 
 #[derive(Clone)]
-struct AdminState {
+pub(crate) struct AdminState {
     scheduler: Handle,
     token: Option<String>,
 }
@@ -32,6 +34,7 @@ pub async fn serve(address: SocketAddr, scheduler: Handle, token: Option<String>
     let app = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(prometheus))
+        .route("/policy", post(swap::post_policy).layer(axum::extract::DefaultBodyLimit::max(swap::MAX_UPLOAD_BYTES)))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     tokio::spawn(async move {
@@ -58,7 +61,7 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
     next.run(request).await
 }
 
-async fn current(state: &AdminState) -> Result<(PolicyStatus, Status), Response> {
+async fn current(state: &AdminState) -> Result<(ShellStatus, Status), Response> {
     state
         .scheduler
         .status()
@@ -68,16 +71,19 @@ async fn current(state: &AdminState) -> Result<(PolicyStatus, Status), Response>
 
 async fn status(State(state): State<AdminState>) -> Response {
     match current(&state).await {
-        Ok((policy, status)) => axum::Json(status_json(&policy, &status)).into_response(),
+        Ok((shell, status)) => axum::Json(status_json(&shell, &status)).into_response(),
         Err(response) => response,
     }
 }
 
 /// The `/status` document: the policy, then the cluster.
-pub fn status_json(policy: &PolicyStatus, status: &Status) -> serde_json::Value {
+pub fn status_json(shell: &ShellStatus, status: &Status) -> serde_json::Value {
     let c = &status.counters;
     serde_json::json!({
-        "policy": policy,
+        "policy": shell.policy,
+        "fallback_active": shell.policy.fallback_active,
+        "swaps": shell.swaps,
+        "shadow": shell.shadow,
         "decisions": {
             "total": c.decisions,
             "failed": c.decisions_failed,
@@ -95,8 +101,8 @@ pub fn status_json(policy: &PolicyStatus, status: &Status) -> serde_json::Value 
 
 async fn prometheus(State(state): State<AdminState>) -> Response {
     match current(&state).await {
-        Ok((policy, status)) => {
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render(&policy, &status)).into_response()
+        Ok((shell, status)) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render(&shell, &status)).into_response()
         }
         Err(response) => response,
     }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use ebbtide_sdk::CapMap;
 use serde::Deserialize;
 
-use crate::policy::{CallLimits, PolicySource};
+use crate::policy::{PolicySource, ScalingLimits};
 use crate::scheduler::Allocate;
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,7 +45,18 @@ pub struct SchedulerSection {
 pub struct ScalingSection {
     /// Handed to the policy as a JSON object.
     pub params: Option<toml::Table>,
-    pub limits: Option<CallLimits>,
+    pub limits: Option<ScalingLimits>,
+    /// A candidate that decides beside the active policy; its commands are compared, never run.
+    pub shadow: Option<ShadowSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSection {
+    /// A built-in name or a path to a `.wasm` file (relative to the configuration's folder).
+    pub policy: String,
+    pub params: Option<toml::Table>,
+    pub limits: Option<ScalingLimits>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -4,7 +4,9 @@ pub mod config;
 mod demo;
 mod peers;
 pub mod policy;
+mod replay;
 pub mod scheduler;
+mod swap;
 mod up;
 
 use std::path::PathBuf;
@@ -67,6 +69,12 @@ ebbtide scheduler --config ebbtide.toml --policy-content 'allocate=capability; s
     Worker(peers::WorkerArgs),
     /// Send tasks to a scheduler and, with --wait, report how they went.
     Submit(peers::SubmitArgs),
+    /// Re-run every decision of a decision log: with the policy that made it, a determinism check
+    /// (exit 1 on any difference); with --policy, how a candidate would have decided instead.
+    #[command(
+        after_help = "Examples:\n  ebbtide replay decisions.jsonl\n  ebbtide replay decisions.jsonl --policy ./candidate.wasm --params '{\"target\": 4}'\n\nThe last lines sum up: `replayed N decisions: E equal, D differ`, then the starts and shutdowns\nadded and removed."
+    )]
+    Replay(replay::ReplayArgs),
     /// Author, inspect, test and benchmark scaling policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -89,7 +97,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let base = args.config.as_deref().and_then(|p| p.parent()).map(|p| p.to_path_buf());
             let settings = args.resolve(&file, base.as_deref())?;
             runtime()?.block_on(async {
-                scheduler::launch(settings).await?;
+                let launched = scheduler::launch(settings).await?;
+                scheduler::reload_on_hangup(launched.handle, args.clone(), args.config.clone());
                 scheduler::stop_requested().await;
                 anyhow::Ok(())
             })?;
@@ -101,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Worker(args) => peers::worker(args),
         Command::Submit(args) => peers::submit(args),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Replay(args) => replay::run(args),
     }
 }
 

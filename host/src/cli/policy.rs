@@ -78,6 +78,14 @@ pub enum PolicyCommand {
         json: bool,
     },
 
+    /// Swap a running scheduler's policy: it goes through every stage of the pipeline (compile, world,
+    /// describe, validate, a dry-run decision) and replaces the active one only if all pass. Exits 1 on
+    /// rejection, naming the stage.
+    #[command(
+        after_help = "Examples:\n  ebbtide policy swap --admin 127.0.0.1:8517 capability\n  ebbtide policy swap --admin 127.0.0.1:8517 ./my_policy.wasm --params '{\"target\": 4}'\n  ebbtide policy swap --admin 10.0.0.5:8517 ./my_policy.wasm --upload --token s3cret"
+    )]
+    Swap(super::swap::SwapArgs),
+
     /// Write a built-in's component to a file: a starting point for hot-swap tests.
     #[command(after_help = "Example:\n  ebbtide policy export vanilla -o vanilla.wasm")]
     Export {
@@ -121,6 +129,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<Outcome> {
             run_bench(&policy, size, iterations, params.as_deref(), json)
         }
         PolicyCommand::Export { name, output } => export(&name, &output),
+        PolicyCommand::Swap(args) => super::swap::run(args),
     }
 }
 

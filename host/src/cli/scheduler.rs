@@ -2,19 +2,20 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
 
 use super::config::{DEFAULT_POLICY_CONTENT, FileConfig, PolicyContent};
-use crate::policy::{CallLimits, LoadedPolicy};
+use crate::policy::candidate::{self, Candidate, Origin, Rejection, Stage};
+use crate::policy::{PolicySource, ScalingLimits};
 use crate::protocol::Address;
-use crate::scheduler::CoreConfig;
-use crate::server::{self, Handle, ServerConfig};
+use crate::scheduler::{Allocate, CoreConfig};
+use crate::server::swap::{SwapRequest, SwapTrigger};
+use crate::server::{self, Handle, ServerConfig, ShadowSetup};
 
 /// Settings of `ebbtide scheduler`; each also reads an `EBBTIDE_*` variable and the `[scheduler]` table.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Clone, Debug, Default)]
 pub struct SchedulerArgs {
     /// Address to listen on for clients, workers and adapters [default: tcp://127.0.0.1:8516].
     pub address: Option<String>,
@@ -58,36 +59,53 @@ pub struct SchedulerArgs {
 
 /// Everything resolved and checked, ready to launch.
 pub struct Settings {
-    pub server: ServerConfig,
+    pub address: Address,
+    pub core: CoreConfig,
+    pub policy: PolicySpec,
+    pub decision_log: Option<PathBuf>,
     pub admin: Option<SocketAddr>,
     pub token: Option<String>,
 }
 
+/// The policy as configured, not loaded yet.
+pub struct PolicySpec {
+    pub source: PolicySource,
+    pub params: String,
+    pub limits: ScalingLimits,
+    pub shadow: Option<ShadowSpec>,
+}
+
+pub struct ShadowSpec {
+    pub source: PolicySource,
+    pub params: String,
+    pub limits: ScalingLimits,
+}
+
 impl SchedulerArgs {
-    /// Merges flags over the file over the defaults, loads the policy and validates its params.
-    pub fn resolve(self, file: &FileConfig, base: Option<&Path>) -> anyhow::Result<Settings> {
+    /// Merges flags over the file over the defaults and checks every value.
+    pub fn resolve(&self, file: &FileConfig, base: Option<&Path>) -> anyhow::Result<Settings> {
         let s = &file.scheduler;
         let address: Address = self
             .address
+            .clone()
             .or(s.address.clone())
             .unwrap_or_else(|| "tcp://127.0.0.1:8516".into())
             .parse()
             .map_err(|e: String| anyhow::anyhow!("address: {e}"))?;
         let admin = self
             .admin_address
+            .clone()
             .or(s.admin_address.clone())
             .map(|a| {
                 a.parse::<SocketAddr>()
                     .map_err(|_| anyhow::anyhow!("admin_address {a:?}: expected HOST:PORT, e.g. 127.0.0.1:8517"))
             })
             .transpose()?;
-        let content_text =
-            self.policy_content.or(s.policy_content.clone()).unwrap_or_else(|| DEFAULT_POLICY_CONTENT.into());
-        let content = PolicyContent::parse(&content_text, base).map_err(anyhow::Error::msg)?;
-        let token = self.token.or(s.token.clone()).filter(|t| !t.is_empty());
+        let (policy, allocate) = self.policy(file, base)?;
+        let token = self.token.clone().or(s.token.clone()).filter(|t| !t.is_empty());
 
-        let mut core = CoreConfig { allocate: content.allocate, token: token.clone(), ..CoreConfig::default() };
-        core.tick_ms = self.tick_ms.or(s.tick_ms).unwrap_or(core.tick_ms);
+        let mut core = CoreConfig { allocate, token: token.clone(), ..CoreConfig::default() };
+        core.tick_ms = self.tick_ms(file)?;
         core.pressure_delay_ms = self.pressure_delay_ms.or(s.pressure_delay_ms).unwrap_or(core.pressure_delay_ms);
         core.start_timeout_ms = self.start_timeout_ms.or(s.start_timeout_ms).unwrap_or(core.start_timeout_ms);
         core.heartbeat_timeout_ms =
@@ -97,7 +115,6 @@ impl SchedulerArgs {
         core.max_shutdowns_per_tick =
             self.max_shutdowns_per_tick.or(s.max_shutdowns_per_tick).unwrap_or(core.max_shutdowns_per_tick);
         for (name, value, min) in [
-            ("tick_ms", core.tick_ms, 10),
             ("start_timeout_ms", core.start_timeout_ms, 100),
             ("heartbeat_timeout_ms", core.heartbeat_timeout_ms, 2000),
         ] {
@@ -105,22 +122,6 @@ impl SchedulerArgs {
                 bail!("{name}: expected at least {min}, got {value}");
             }
         }
-
-        let limits = file.scaling.limits.unwrap_or_default();
-        limits.validate().map_err(|e| anyhow::anyhow!("[scaling.limits] {e}"))?;
-        let params = match (self.params, &file.scaling.params) {
-            (Some(json), _) => {
-                let value: serde_json::Value =
-                    serde_json::from_str(&json).with_context(|| format!("--params {json:?} is not JSON"))?;
-                if !value.is_object() {
-                    bail!("--params: expected a JSON object such as '{{\"upper_task_ratio\": 8}}', got {json}");
-                }
-                json
-            }
-            (None, Some(table)) => serde_json::to_string(table)?,
-            (None, None) => "{}".into(),
-        };
-        let policy = load_policy(&content, &params, limits)?;
 
         if token.is_none() && !address.is_loopback() {
             tracing::warn!(
@@ -130,19 +131,77 @@ impl SchedulerArgs {
         if token.is_none() && admin.is_some_and(|a| !a.ip().is_loopback()) {
             tracing::warn!("admin HTTP on a non-loopback address without a token");
         }
-        let decision_log = self.decision_log.or(s.decision_log.clone());
-        let server =
-            ServerConfig { address, core, policy_source: content.scaling.to_string(), policy, params, decision_log };
-        Ok(Settings { server, admin, token })
+        let decision_log = self.decision_log.clone().or(s.decision_log.clone());
+        Ok(Settings { address, core, policy, decision_log, admin, token })
+    }
+
+    /// What SIGHUP re-reads: the policy (source, params, limits, shadow), the allocation and the tick.
+    pub fn policy(&self, file: &FileConfig, base: Option<&Path>) -> anyhow::Result<(PolicySpec, Allocate)> {
+        let content_text = self
+            .policy_content
+            .clone()
+            .or(file.scheduler.policy_content.clone())
+            .unwrap_or_else(|| DEFAULT_POLICY_CONTENT.into());
+        let content = PolicyContent::parse(&content_text, base).map_err(anyhow::Error::msg)?;
+        let limits = file.scaling.limits.clone().unwrap_or_default();
+        limits.validate().map_err(|e| anyhow::anyhow!("[scaling.limits] {e}"))?;
+        let params = match &self.params {
+            Some(json) => params_object(json).with_context(|| "--params")?,
+            None => serde_json::to_string(&file.scaling.params.clone().unwrap_or_default())?,
+        };
+        let shadow = file
+            .scaling
+            .shadow
+            .as_ref()
+            .map(|shadow| -> anyhow::Result<ShadowSpec> {
+                let source = PolicySource::parse(&shadow.policy, base).context("[scaling.shadow] policy")?;
+                let limits = shadow.limits.clone().unwrap_or_default();
+                limits.validate().map_err(|e| anyhow::anyhow!("[scaling.shadow.limits] {e}"))?;
+                let params = serde_json::to_string(&shadow.params.clone().unwrap_or_default())?;
+                Ok(ShadowSpec { source, params, limits })
+            })
+            .transpose()?;
+        Ok((PolicySpec { source: content.scaling, params, limits, shadow }, content.allocate))
+    }
+
+    pub fn tick_ms(&self, file: &FileConfig) -> anyhow::Result<u64> {
+        let tick_ms = self.tick_ms.or(file.scheduler.tick_ms).unwrap_or(CoreConfig::default().tick_ms);
+        if tick_ms < 10 {
+            bail!("tick_ms: expected at least 10, got {tick_ms}");
+        }
+        Ok(tick_ms)
     }
 }
 
-fn load_policy(content: &PolicyContent, params: &str, limits: CallLimits) -> anyhow::Result<Arc<LoadedPolicy>> {
-    let policy = content.scaling.load(limits).with_context(|| format!("cannot load policy {}", content.scaling))?;
-    match policy.validate(params) {
-        Ok(Ok(())) => Ok(policy),
-        Ok(Err(errors)) => bail!("invalid params for policy {}: {}", policy.info.name, errors.join("; ")),
-        Err(e) => bail!("policy {} failed to validate its params: {e}", policy.info.name),
+/// `--params`: must be a JSON object.
+fn params_object(json: &str) -> anyhow::Result<String> {
+    let value: serde_json::Value = serde_json::from_str(json).with_context(|| format!("{json:?} is not JSON"))?;
+    if !value.is_object() {
+        bail!("expected a JSON object such as '{{\"upper_task_ratio\": 8}}', got {json}");
+    }
+    Ok(json.to_owned())
+}
+
+impl PolicySpec {
+    /// Loads the policy (through the whole swap pipeline) and the shadow. Compiles: call at start-up.
+    pub fn load(self) -> anyhow::Result<(Candidate, Option<ShadowSetup>)> {
+        let origin = Origin::Source(self.source.clone());
+        let candidate = origin
+            .read()
+            .and_then(|bytes| candidate::prepare(origin, &bytes, self.params, self.limits, None))
+            .map_err(|r| anyhow::anyhow!("cannot load policy {}: {r}", self.source))?;
+        let shadow = self
+            .shadow
+            .map(|s| -> anyhow::Result<ShadowSetup> {
+                let policy = s
+                    .source
+                    .load(s.limits.call())
+                    .with_context(|| format!("cannot load the shadow policy {}", s.source))?;
+                candidate::check_params(&policy, &s.params).map_err(|r| anyhow::anyhow!("[scaling.shadow] {r}"))?;
+                Ok(ShadowSetup { policy, params: s.params, source: s.source.to_string() })
+            })
+            .transpose()?;
+        Ok((candidate, shadow))
     }
 }
 
@@ -155,8 +214,17 @@ pub struct Launched {
 
 /// Starts the scheduler (and admin HTTP) on the current runtime and prints where it listens.
 pub async fn launch(settings: Settings) -> anyhow::Result<Launched> {
-    let host = settings.server.address.host.clone();
-    let handle = server::start(settings.server).await?;
+    let host = settings.address.host.clone();
+    let spec = settings.policy;
+    let (policy, shadow) = tokio::task::spawn_blocking(move || spec.load()).await??;
+    let config = ServerConfig {
+        address: settings.address,
+        core: settings.core,
+        policy,
+        shadow,
+        decision_log: settings.decision_log,
+    };
+    let handle = server::start(config).await?;
     let address = Address { host, port: handle.address.port() };
     let admin = match settings.admin {
         Some(a) => Some(crate::admin::serve(a, handle.clone(), settings.token).await?),
@@ -176,4 +244,46 @@ pub async fn stop_requested() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Re-reads the configuration on every SIGHUP: the policy goes through the swap pipeline (and stays
+/// if anything is wrong), the tick and allocation apply at once. Other keys need a restart.
+pub fn reload_on_hangup(handle: Handle, args: SchedulerArgs, config: Option<PathBuf>) {
+    tokio::spawn(async move {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return tracing::warn!("cannot listen for SIGHUP; swap with POST /policy instead");
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: re-reading the configuration");
+            let read = || -> anyhow::Result<(PolicySpec, Allocate, u64)> {
+                let file = match &config {
+                    Some(path) => FileConfig::read(path)?,
+                    None => FileConfig::default(),
+                };
+                let (spec, allocate) = args.policy(&file, config.as_deref().and_then(Path::parent))?;
+                Ok((spec, allocate, args.tick_ms(&file)?))
+            };
+            let empty = SwapRequest { trigger: SwapTrigger::Signal, origin: None, params: None, limits: None };
+            match read() {
+                Ok((spec, allocate, tick_ms)) => {
+                    if spec.shadow.is_some() {
+                        tracing::info!("SIGHUP does not change [scaling.shadow]; restart to change it");
+                    }
+                    handle.reconfigure(tick_ms, allocate);
+                    let request = SwapRequest {
+                        origin: Some(Origin::Source(spec.source)),
+                        params: Some(spec.params),
+                        limits: Some(spec.limits),
+                        ..empty
+                    };
+                    let _ = handle.swap(request);
+                }
+                Err(e) => {
+                    tracing::warn!("SIGHUP: the configuration is not usable; nothing changes: {e:#}");
+                    let source = config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                    handle.reject(&empty, source, Rejection::new(Stage::Read, format!("{e:#}")));
+                }
+            }
+        }
+    });
 }

@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::config::{AdapterSection, FileConfig, parse_capabilities};
-use super::scheduler::{Launched, SchedulerArgs, launch, stop_requested};
+use super::scheduler::{Launched, SchedulerArgs, launch, reload_on_hangup, stop_requested};
 use crate::adapter::native::{self, NativeOptions};
 use crate::protocol::Address;
 
@@ -72,7 +72,8 @@ pub fn run(config: &Path, args: SchedulerArgs) -> anyhow::Result<()> {
     let file = FileConfig::read(config)?;
     let settings = args.resolve(&file, config.parent())?;
     super::runtime()?.block_on(async {
-        let (_launched, adapters) = bring_up(&file, settings).await?;
+        let (launched, adapters) = bring_up(&file, settings).await?;
+        reload_on_hangup(launched.handle, args.clone(), Some(config.to_path_buf()));
         stop_requested().await;
         eprintln!("stopping: shutting down every group ...");
         adapters.stop().await;

@@ -41,3 +41,52 @@ impl CallLimits {
         Ok(())
     }
 }
+
+/// `[scaling.limits]`: the per-call limits, plus what happens when calls keep failing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingLimits {
+    pub deadline_ms: u64,
+    pub memory_mib: u64,
+    pub fuel: Option<u64>,
+    /// After this many failed decisions in a row, `fallback` decides until a new policy is loaded.
+    /// Default 3: one bad decision is noise, three is a broken policy.
+    pub max_consecutive_failures: u32,
+    /// The built-in that decides while the policy is failing. Default `vanilla`.
+    pub fallback: String,
+}
+
+impl Default for ScalingLimits {
+    fn default() -> Self {
+        let call = CallLimits::default();
+        ScalingLimits {
+            deadline_ms: call.deadline_ms,
+            memory_mib: call.memory_mib,
+            fuel: call.fuel,
+            max_consecutive_failures: 3,
+            fallback: "vanilla".into(),
+        }
+    }
+}
+
+impl ScalingLimits {
+    pub fn call(&self) -> CallLimits {
+        CallLimits { deadline_ms: self.deadline_ms, memory_mib: self.memory_mib, fuel: self.fuel }
+    }
+
+    /// Checks every value; the error names the bad one and what is accepted.
+    pub fn validate(&self) -> Result<(), String> {
+        self.call().validate()?;
+        if self.max_consecutive_failures == 0 {
+            return Err("max_consecutive_failures: expected at least 1, got 0".into());
+        }
+        if super::builtin::find(&self.fallback).is_none() {
+            return Err(format!(
+                "fallback: unknown built-in {:?}; accepted: {}",
+                self.fallback,
+                super::builtin::names()
+            ));
+        }
+        Ok(())
+    }
+}

@@ -6,6 +6,7 @@
 //! - [`component`]: bytes to an immutable [`LoadedPolicy`] (digest, checks, `InstancePre`).
 //! - [`call`]: calls under limits, fresh or reused instances ([`Decider`]).
 //! - [`builtin`], [`source`]: the embedded built-ins and how policies are named.
+//! - [`candidate`]: the swap pipeline a new policy passes before it replaces the active one.
 //! - [`sample`], [`bench`]: the sample snapshots and the latency measurement.
 //!
 //! Nothing here panics on bad input: every failure is a [`PolicyError`].
@@ -14,6 +15,7 @@ pub mod bench;
 pub mod bindings;
 pub mod builtin;
 pub mod call;
+pub mod candidate;
 pub mod component;
 pub mod engine;
 mod error;
@@ -26,5 +28,5 @@ pub mod source;
 pub use call::Decider;
 pub use component::LoadedPolicy;
 pub use error::PolicyError;
-pub use limits::CallLimits;
+pub use limits::{CallLimits, ScalingLimits};
 pub use source::{PolicySource, SourceError};

@@ -50,6 +50,8 @@ impl PolicySource {
             Some(base) if path.is_relative() => base.join(path),
             _ => path.to_path_buf(),
         };
+        // Absolute, so that logs name it unambiguously and a watch survives a change of directory.
+        let path = std::path::absolute(&path).unwrap_or(path);
         Ok(PolicySource::File(path))
     }
 

@@ -14,6 +14,7 @@ mod peers;
 pub(crate) use peers::constant_time_eq;
 pub mod record;
 mod scaling;
+pub use scaling::readable;
 mod snapshot;
 pub mod status;
 mod tasks;
@@ -214,6 +215,15 @@ impl Scheduler {
 
     pub fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    /// Applies a re-read configuration (SIGHUP): the tick and the allocation may change while running.
+    pub fn reconfigure(&mut self, tick_ms: u64, allocate: Allocate) {
+        if tick_ms != self.config.tick_ms {
+            self.next_tick_ms = self.next_tick_ms.min(self.now_ms + tick_ms);
+            self.config.tick_ms = tick_ms;
+        }
+        self.config.allocate = allocate;
     }
 
     /// Handles one input at time `now_ms`; collect what to do with [`Scheduler::take_outputs`].

@@ -2,7 +2,7 @@
 
 use base64::Engine as _;
 use ebbtide_sdk::{Diagnostic, Snapshot, Trigger, vectors::ReadableCommand};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::InFlight;
 
@@ -13,8 +13,12 @@ pub struct DecisionRecord {
     /// Unix epoch milliseconds when the answer was applied.
     pub time_ms: u64,
     pub trigger: Trigger,
-    /// Filled in by whoever knows the policy (the shell).
+    /// The policy that decided; filled in by whoever runs it (the shell).
     pub policy_digest: String,
+    /// Where it came from (`builtin:vanilla`, a path, `upload`).
+    pub policy_source: String,
+    /// The params it decided with.
+    pub params: serde_json::Value,
     pub snapshot: Snapshot,
     /// The state handed to the policy, base64: with the snapshot and params it replays the decision.
     pub state: String,
@@ -24,6 +28,28 @@ pub struct DecisionRecord {
     pub dropped: Vec<DroppedCommand>,
     pub diagnostics: Vec<Diagnostic>,
     pub duration_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the shadow policy decided on the same snapshot, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowVerdict>,
+}
+
+/// Who made a decision: enough to find the policy again and replay it.
+#[derive(Clone, Debug, Default)]
+pub struct DecidedBy {
+    pub digest: String,
+    pub source: String,
+    pub params: serde_json::Value,
+}
+
+/// A shadow policy's decision beside the active one's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShadowVerdict {
+    pub digest: String,
+    /// Same commands as the active policy (both failing also agrees).
+    pub agrees: bool,
+    pub commands: Vec<ReadableCommand>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -41,6 +67,8 @@ impl DecisionRecord {
             time_ms,
             trigger: flight.snapshot.trigger,
             policy_digest: String::new(),
+            policy_source: String::new(),
+            params: serde_json::Value::Null,
             snapshot: flight.snapshot.clone(),
             state: base64::engine::general_purpose::STANDARD.encode(&flight.state_in),
             commands: Vec::new(),
@@ -48,6 +76,14 @@ impl DecisionRecord {
             diagnostics: Vec::new(),
             duration_us,
             error: None,
+            shadow: None,
         }
+    }
+
+    /// Names the policy that decided.
+    pub fn decided_by(&mut self, by: &DecidedBy) {
+        self.policy_digest = by.digest.clone();
+        self.policy_source = by.source.clone();
+        self.params = by.params.clone();
     }
 }

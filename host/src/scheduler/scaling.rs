@@ -2,7 +2,7 @@
 //! decision is in flight, guard rails the policy cannot override (H4), and dispatch of what remains
 //! to the adapters at once (H3).
 
-use ebbtide_sdk::{CapMap, Command, Decision, Diagnostic, Snapshot, vectors::ReadableCommand};
+use ebbtide_sdk::{CapMap, Command, Decision, Snapshot, vectors::ReadableCommand};
 
 use super::record::{DecisionRecord, DroppedCommand};
 use super::status::LastDecision;
@@ -41,7 +41,7 @@ impl Scheduler {
                     tracing::info!(code = %d.code, "policy: {}", d.message);
                 }
                 self.policy_state = decision.state;
-                record.dropped = self.dispatch(&flight.snapshot, decision.commands, &mut record.diagnostics);
+                record.dropped = self.dispatch(&flight.snapshot, decision.commands);
             }
             Err(error) => {
                 self.counters.decisions_failed += 1;
@@ -60,13 +60,9 @@ impl Scheduler {
         self.outputs.push(Output::Record(Box::new(record)));
     }
 
-    /// Applies the guard rails and sends what passes. Returns what was dropped.
-    fn dispatch(
-        &mut self,
-        snapshot: &Snapshot,
-        commands: Vec<Command>,
-        diagnostics: &mut Vec<Diagnostic>,
-    ) -> Vec<DroppedCommand> {
+    /// Applies the guard rails and sends what passes. Returns what was dropped (the record keeps the
+    /// policy's own diagnostics apart, so a replay compares like with like).
+    fn dispatch(&mut self, snapshot: &Snapshot, commands: Vec<Command>) -> Vec<DroppedCommand> {
         let (mut starts, mut shutdowns) = (0u32, 0u32);
         let mut dropped = Vec::new();
         for command in commands {
@@ -81,7 +77,6 @@ impl Scheduler {
                 let command = readable(&command, snapshot);
                 tracing::warn!("dropped {command}: {reason}");
                 self.counters.commands_dropped += 1;
-                diagnostics.push(Diagnostic::new("dropped", format!("{command}: {reason}")));
                 dropped.push(DroppedCommand { command, reason });
             }
         }
@@ -141,7 +136,7 @@ impl Scheduler {
 }
 
 /// A command in the readable shape of the vector files: adapter by name, shutdown by group id.
-fn readable(command: &Command, snapshot: &Snapshot) -> ReadableCommand {
+pub fn readable(command: &Command, snapshot: &Snapshot) -> ReadableCommand {
     match command {
         Command::Start { adapter, capabilities } => ReadableCommand::Start {
             adapter: snapshot.name(*adapter).to_owned(),

@@ -25,17 +25,33 @@ pub struct Counters {
     pub tasks_requeued: u64,
     pub misses: u64,
     pub protocol_errors: u64,
-    /// Decisions per latency bucket (the last counts those above every bound).
-    pub latency_buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
-    pub latency_sum_us: u64,
+    /// Decision latency in microseconds, over [`LATENCY_BUCKETS_US`].
+    pub latency_us: Histogram,
 }
 
 impl Counters {
     pub(super) fn observe_decision(&mut self, duration_us: u64) {
         self.decisions += 1;
-        self.latency_sum_us += duration_us;
-        let bucket = LATENCY_BUCKETS_US.iter().position(|b| duration_us <= *b).unwrap_or(LATENCY_BUCKETS_US.len());
-        self.latency_buckets[bucket] += 1;
+        self.latency_us.observe(&LATENCY_BUCKETS_US, duration_us);
+    }
+}
+
+/// Observations counted per bucket (a Prometheus histogram); the bounds are kept by the caller.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Histogram {
+    /// Per bucket, not cumulative; the last counts what is above every bound.
+    pub buckets: Vec<u64>,
+    pub sum: u64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, bounds: &[u64], value: u64) {
+        self.buckets.resize(bounds.len() + 1, 0);
+        let bucket = bounds.iter().position(|b| value <= *b).unwrap_or(bounds.len());
+        self.buckets[bucket] += 1;
+        self.sum += value;
+        self.count += 1;
     }
 }
 

@@ -8,41 +8,47 @@
 mod connection;
 pub mod decision_log;
 mod policy_thread;
+mod shadow;
+pub mod shell_status;
+pub mod swap;
+mod watch;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::policy::LoadedPolicy;
+use crate::policy::candidate::{Candidate, Rejection};
 use crate::protocol::peer::Outbox;
 use crate::protocol::{Address, Message};
-use crate::scheduler::{CoreConfig, Input, Output, PeerId, Scheduler, Status};
+use crate::scheduler::record::{DecidedBy, DecisionRecord, ShadowVerdict};
+use crate::scheduler::{Allocate, CoreConfig, Input, Output, PeerId, Scheduler, Status};
 use decision_log::DecisionLog;
+use shadow::{Shadow, ShadowAnswer, ShadowJob};
+pub use shell_status::{PolicyStatus, ShadowStatus, ShellStatus, SwapOutcome, SwapStats};
+use swap::{SwapJob, SwapRequest, Ticket};
 
 /// Everything the scheduler needs to run.
 pub struct ServerConfig {
     pub address: Address,
     pub core: CoreConfig,
-    pub policy: Arc<LoadedPolicy>,
-    /// Where the policy came from (`builtin:vanilla` or a path), for `/status`.
-    pub policy_source: String,
-    pub params: String,
+    /// The policy to start with, already through the swap pipeline.
+    pub policy: Candidate,
+    pub shadow: Option<ShadowSetup>,
     pub decision_log: Option<PathBuf>,
 }
 
-/// The active policy, as `/status` shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct PolicyStatus {
-    pub name: String,
-    pub version: String,
-    pub digest: String,
+/// `[scaling.shadow]`, loaded.
+pub struct ShadowSetup {
+    pub policy: Arc<LoadedPolicy>,
+    pub params: String,
     pub source: String,
 }
 
@@ -58,8 +64,26 @@ pub(crate) enum Event {
         peer: PeerId,
         reason: String,
     },
-    Status(oneshot::Sender<(PolicyStatus, Status)>),
+    Status(oneshot::Sender<(ShellStatus, Status)>),
     DecideNow,
+    /// The policy thread answered a decision.
+    Decided {
+        input: Input,
+        by: Arc<DecidedBy>,
+    },
+    /// The policy thread installed a new policy.
+    Installed(Box<(PolicyStatus, Ticket)>),
+    SwapRejected(swap::Rejected),
+    /// The policy kept failing; the fallback decides now.
+    Fallback(String),
+    Shadow {
+        seq: u64,
+        answer: ShadowAnswer,
+    },
+    Reconfigure {
+        tick_ms: u64,
+        allocate: Allocate,
+    },
 }
 
 /// A handle on a running scheduler: its bound address and a way to ask it things.
@@ -67,10 +91,11 @@ pub(crate) enum Event {
 pub struct Handle {
     pub address: SocketAddr,
     events: mpsc::UnboundedSender<Event>,
+    swaps: std_mpsc::Sender<SwapJob>,
 }
 
 impl Handle {
-    pub async fn status(&self) -> Option<(PolicyStatus, Status)> {
+    pub async fn status(&self) -> Option<(ShellStatus, Status)> {
         let (tx, rx) = oneshot::channel();
         self.events.send(Event::Status(tx)).ok()?;
         rx.await.ok()
@@ -78,6 +103,24 @@ impl Handle {
 
     pub fn decide_now(&self) {
         let _ = self.events.send(Event::DecideNow);
+    }
+
+    /// Runs a swap request through the pipeline; the outcome arrives once it is installed or rejected.
+    pub fn swap(&self, request: SwapRequest) -> oneshot::Receiver<SwapOutcome> {
+        let (tx, rx) = oneshot::channel();
+        let ticket = Ticket { trigger: request.trigger, started: Instant::now(), reply: Some(tx) };
+        let _ = self.swaps.send(SwapJob { request, ticket, seen: None });
+        rx
+    }
+
+    /// Reports a swap that failed before reaching the pipeline (an unreadable configuration).
+    pub fn reject(&self, request: &SwapRequest, source: String, rejection: Rejection) {
+        let ticket = Ticket { trigger: request.trigger, started: Instant::now(), reply: None };
+        let _ = self.events.send(Event::SwapRejected(Box::new((ticket, source, rejection))));
+    }
+
+    pub fn reconfigure(&self, tick_ms: u64, allocate: Allocate) {
+        let _ = self.events.send(Event::Reconfigure { tick_ms, allocate });
     }
 }
 
@@ -89,19 +132,25 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
     let address = listener.local_addr()?;
     let log = config.decision_log.as_deref().map(DecisionLog::open).transpose()?;
     let (events, rx) = mpsc::unbounded_channel();
-    let policy_jobs = policy_thread::spawn(config.policy.clone(), config.params.clone(), events.clone());
+    let last = Arc::new(Mutex::new(None));
+    let policy_status = PolicyStatus::of(&config.policy);
+    let policy_jobs = policy_thread::spawn(config.policy.clone(), last.clone(), events.clone());
+    let swaps = swap::spawn(&config.policy, policy_jobs.clone(), last, events.clone());
     tokio::spawn(connection::accept_loop(listener, events.clone()));
 
     let origin = Instant::now();
     let mut core_config = config.core;
     core_config.clock_origin_unix_ms =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let policy_status = PolicyStatus {
-        name: config.policy.info.name.clone(),
-        version: config.policy.info.version.clone(),
-        digest: config.policy.digest.clone(),
-        source: config.policy_source,
-    };
+    let shadow = config.shadow.map(|s| {
+        let status = ShadowStatus {
+            source: s.source,
+            name: s.policy.info.name.clone(),
+            digest: s.policy.digest.clone(),
+            ..ShadowStatus::default()
+        };
+        (Shadow::spawn(s.policy, s.params, events.clone()), status)
+    });
     let event_loop = EventLoop {
         core: Scheduler::new(core_config, 0),
         origin,
@@ -109,10 +158,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         policy_jobs,
         log,
         policy_status,
+        swaps: SwapStats::default(),
+        decided_by: HashMap::new(),
+        shadow,
+        shadow_answers: HashMap::new(),
+        waiting_for_shadow: HashMap::new(),
     };
     tokio::spawn(event_loop.run(rx));
     tracing::info!(%address, "scheduler listening");
-    Ok(Handle { address, events })
+    Ok(Handle { address, events, swaps })
 }
 
 struct Connection {
@@ -124,9 +178,17 @@ struct EventLoop {
     core: Scheduler,
     origin: Instant,
     connections: HashMap<PeerId, Connection>,
-    policy_jobs: std::sync::mpsc::Sender<policy_thread::DecideJob>,
+    policy_jobs: std_mpsc::Sender<policy_thread::PolicyJob>,
     log: Option<DecisionLog>,
     policy_status: PolicyStatus,
+    swaps: SwapStats,
+    /// Who answered each decision, until its record is written.
+    decided_by: HashMap<u64, Arc<DecidedBy>>,
+    shadow: Option<(Shadow, ShadowStatus)>,
+    /// Decisions handed to the shadow: `None` until it answers.
+    shadow_answers: HashMap<u64, Option<ShadowAnswer>>,
+    /// Records whose shadow answer is still to come.
+    waiting_for_shadow: HashMap<u64, Box<DecisionRecord>>,
 }
 
 impl EventLoop {
@@ -170,9 +232,53 @@ impl EventLoop {
                 self.core.handle(now, Input::Disconnected { peer, reason });
             }
             Event::Status(reply) => {
-                let _ = reply.send((self.policy_status.clone(), self.core.status()));
+                let shell = ShellStatus {
+                    policy: self.policy_status.clone(),
+                    swaps: self.swaps.clone(),
+                    shadow: self.shadow.as_ref().map(|(_, s)| s.clone()),
+                };
+                let _ = reply.send((shell, self.core.status()));
             }
             Event::DecideNow => self.core.handle(now, Input::DecideNow),
+            Event::Decided { input, by } => {
+                if let Input::Decided { seq, .. } = &input {
+                    self.decided_by.insert(*seq, by);
+                }
+                self.core.handle(now, input);
+            }
+            Event::Installed(installed) => {
+                let (status, ticket) = *installed;
+                let (outcome, reply) = ticket.conclude(status.source.clone(), Ok((&status.digest, &status.name)));
+                tracing::info!(
+                    "policy {} {} ({}) installed in {:.1} ms",
+                    status.name,
+                    &status.digest[..12],
+                    status.source,
+                    outcome.duration_ms
+                );
+                self.swaps.record(&outcome);
+                self.policy_status = status;
+                // The new policy decides at once rather than at the next tick.
+                self.core.handle(now, Input::DecideNow);
+                reply.map(|r| r.send(outcome));
+            }
+            Event::SwapRejected(rejected) => {
+                let (ticket, source, rejection) = *rejected;
+                let (outcome, reply) = ticket.conclude(source, Err(rejection));
+                self.swaps.record(&outcome);
+                reply.map(|r| r.send(outcome));
+            }
+            Event::Fallback(reason) => {
+                self.policy_status.fallback_active = true;
+                self.policy_status.fallback_reason = Some(reason);
+            }
+            Event::Shadow { seq, answer } => match self.waiting_for_shadow.remove(&seq) {
+                Some(record) => self.write_record(record, Some(answer)),
+                None => {
+                    self.shadow_answers.insert(seq, Some(answer));
+                }
+            },
+            Event::Reconfigure { tick_ms, allocate } => self.core.reconfigure(tick_ms, allocate),
         }
         self.carry_out();
     }
@@ -192,35 +298,91 @@ impl EventLoop {
     }
 
     fn carry_out_one(&mut self, output: Output) {
-        {
-            match output {
-                Output::Send { peer, message } => {
-                    if let Some(c) = self.connections.get(&peer) {
-                        c.outbox.send(&message);
+        match output {
+            Output::Send { peer, message } => {
+                if let Some(c) = self.connections.get(&peer) {
+                    c.outbox.send(&message);
+                }
+            }
+            Output::Close { peer, reason } => {
+                if let Some(c) = self.connections.remove(&peer) {
+                    c.outbox.send(&Message::Goodbye(reason.clone()));
+                    c.outbox.close();
+                    c.reader.abort();
+                }
+                let now = self.now_ms();
+                self.core.handle(now, Input::Disconnected { peer, reason });
+            }
+            Output::Decide { seq, snapshot, state } => {
+                let snapshot = Arc::new(snapshot);
+                if let Some((shadow, status)) = &mut self.shadow {
+                    if shadow.offer(ShadowJob { seq, snapshot: snapshot.clone() }) {
+                        self.shadow_answers.insert(seq, None);
+                    } else {
+                        status.skipped += 1;
                     }
                 }
-                Output::Close { peer, reason } => {
-                    if let Some(c) = self.connections.remove(&peer) {
-                        c.outbox.send(&Message::Goodbye(reason.clone()));
-                        c.outbox.close();
-                        c.reader.abort();
-                    }
-                    let now = self.now_ms();
-                    self.core.handle(now, Input::Disconnected { peer, reason });
+                let job = policy_thread::DecideJob { seq, snapshot, state };
+                if self.policy_jobs.send(policy_thread::PolicyJob::Decide(job)).is_err() {
+                    tracing::error!("the policy thread is gone");
                 }
-                Output::Decide { seq, snapshot, state } => {
-                    let job = policy_thread::DecideJob { seq, snapshot, state };
-                    if self.policy_jobs.send(job).is_err() {
-                        tracing::error!("the policy thread is gone");
-                    }
+            }
+            Output::Record(mut record) => {
+                if let Some(by) = self.decided_by.remove(&record.seq) {
+                    record.decided_by(&by);
                 }
-                Output::Record(mut record) => {
-                    record.policy_digest = self.policy_status.digest.clone();
-                    if let Some(log) = &self.log {
-                        log.write(record);
+                match self.shadow_answers.remove(&record.seq) {
+                    Some(None) => {
+                        self.waiting_for_shadow.insert(record.seq, record);
                     }
+                    Some(Some(answer)) => self.write_record(record, Some(answer)),
+                    None => self.write_record(record, None),
                 }
             }
         }
     }
+
+    /// Compares the shadow's answer (if any) with the record, then writes the record.
+    fn write_record(&mut self, mut record: Box<DecisionRecord>, answer: Option<ShadowAnswer>) {
+        if let (Some(answer), Some((shadow, status))) = (answer, &mut self.shadow) {
+            let verdict = compare(&record, answer, &shadow.digest);
+            if verdict.error.is_some() {
+                status.failed += 1;
+            }
+            if verdict.agrees {
+                status.equal += 1;
+            } else {
+                status.different += 1;
+                status.last_difference = Some(shell_status::ShadowDifference {
+                    seq: record.seq,
+                    active: record.commands.clone(),
+                    shadow: verdict.commands.clone(),
+                    shadow_error: verdict.error.clone(),
+                });
+            }
+            record.shadow = Some(verdict);
+        }
+        if let Some(log) = &self.log {
+            log.write(record);
+        }
+    }
+}
+
+/// Same commands in any order, or both failing, is agreement.
+fn compare(record: &DecisionRecord, answer: ShadowAnswer, digest: &str) -> ShadowVerdict {
+    let (commands, error) = match answer {
+        Ok(commands) => (commands, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let agrees = match (&record.error, &error) {
+        (None, None) => {
+            let (mut a, mut b) = (record.commands.clone(), commands.clone());
+            a.sort();
+            b.sort();
+            a == b
+        }
+        (Some(_), Some(_)) => true,
+        _ => false,
+    };
+    ShadowVerdict { digest: digest.to_owned(), agrees, commands, error }
 }

@@ -1,41 +1,142 @@
-//! The policy runs on its own thread, off the async runtime: a slow or failing policy never delays
-//! I/O. Decisions arrive one at a time (the core keeps at most one in flight).
+//! The active policy runs on its own thread, off the async runtime: a slow or failing policy never
+//! delays I/O. Jobs arrive in order, one decision at a time (the core keeps at most one in flight),
+//! so an installation always lands between two decisions.
+//!
+//! This thread also owns the fallback: after `max_consecutive_failures` failed decisions in a row the
+//! configured built-in decides, until the next installation.
 
-use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ebbtide_sdk::Snapshot;
 use tokio::sync::mpsc;
 
-use super::Event;
-use crate::policy::{Decider, LoadedPolicy};
+use super::swap::Ticket;
+use super::{Event, PolicyStatus};
+use crate::policy::Decider;
+use crate::policy::candidate::Candidate;
 use crate::scheduler::Input;
+use crate::scheduler::record::DecidedBy;
 
 pub struct DecideJob {
     pub seq: u64,
-    pub snapshot: Snapshot,
+    pub snapshot: Arc<Snapshot>,
     pub state: Vec<u8>,
 }
 
-/// Starts the policy thread; it ends when the job sender is dropped.
-pub fn spawn(
-    policy: Arc<LoadedPolicy>,
+pub enum PolicyJob {
+    Decide(DecideJob),
+    /// Replace the active policy (it passed the swap pipeline).
+    Install(Box<Candidate>, Ticket),
+}
+
+/// The snapshot and state of the last decision: what a candidate's dry run decides on.
+pub type LastSnapshot = Arc<Mutex<Option<(Arc<Snapshot>, Vec<u8>)>>>;
+
+/// A policy able to decide, and who it is for the decision log.
+struct Deciding {
+    decider: Decider,
     params: String,
+    by: Arc<DecidedBy>,
+}
+
+impl Deciding {
+    fn new(candidate: &Candidate, fallback: bool) -> Self {
+        let (policy, params) = if fallback {
+            (candidate.fallback.clone(), "{}".to_owned())
+        } else {
+            (candidate.policy.clone(), candidate.params.clone())
+        };
+        let source = if fallback {
+            format!("builtin:{} (fallback)", candidate.limits.fallback)
+        } else {
+            candidate.origin.label()
+        };
+        let by = Arc::new(DecidedBy {
+            digest: policy.digest.clone(),
+            source,
+            params: serde_json::from_str(&params).unwrap_or_default(),
+        });
+        // One instance kept between decisions; replaced after any failure.
+        Deciding { decider: Decider::new(policy, true), params, by }
+    }
+}
+
+struct Active {
+    candidate: Candidate,
+    policy: Deciding,
+    failures: u32,
+    fallback: Option<Deciding>,
+}
+
+impl Active {
+    fn new(candidate: Candidate) -> Self {
+        Active { policy: Deciding::new(&candidate, false), candidate, failures: 0, fallback: None }
+    }
+
+    /// Decides with the policy, or the fallback once engaged. Returns the outcome, who decided, and
+    /// the reason when this failure just engaged the fallback.
+    fn decide(&mut self, job: &DecideJob) -> (Result<ebbtide_sdk::Decision, String>, Arc<DecidedBy>, Option<String>) {
+        let deciding = self.fallback.as_mut().unwrap_or(&mut self.policy);
+        let outcome = deciding.decider.decide(&deciding.params, &job.snapshot, &job.state).map_err(|e| e.to_string());
+        let by = deciding.by.clone();
+        if self.fallback.is_some() {
+            return (outcome, by, None);
+        }
+        let mut engaged = None;
+        match &outcome {
+            Ok(_) => self.failures = 0,
+            Err(error) => {
+                self.failures += 1;
+                let max = self.candidate.limits.max_consecutive_failures;
+                if self.failures >= max {
+                    let reason = format!("{max} consecutive failed decisions; the last: {error}");
+                    tracing::error!(
+                        "policy {} is failing; the fallback {} decides until a new policy is loaded ({reason})",
+                        self.candidate.policy.info.name,
+                        self.candidate.limits.fallback
+                    );
+                    self.fallback = Some(Deciding::new(&self.candidate, true));
+                    engaged = Some(reason);
+                }
+            }
+        }
+        (outcome, by, engaged)
+    }
+}
+
+/// Starts the policy thread with `initial` installed; it ends when every job sender is dropped.
+pub fn spawn(
+    initial: Candidate,
+    last: LastSnapshot,
     events: mpsc::UnboundedSender<Event>,
-) -> std_mpsc::Sender<DecideJob> {
-    let (tx, rx) = std_mpsc::channel::<DecideJob>();
+) -> std_mpsc::Sender<PolicyJob> {
+    let (tx, rx) = std_mpsc::channel::<PolicyJob>();
     std::thread::Builder::new()
         .name("ebbtide-policy".into())
         .spawn(move || {
-            // One instance kept between decisions; replaced after any failure.
-            let mut decider = Decider::new(policy, true);
+            let mut active = Active::new(initial);
             for job in rx {
-                let started = Instant::now();
-                let outcome = decider.decide(&params, &job.snapshot, &job.state).map_err(|e| e.to_string());
-                let duration_us = started.elapsed().as_micros() as u64;
-                let input = Input::Decided { seq: job.seq, outcome, duration_us };
-                if events.send(Event::Input(input)).is_err() {
+                let event = match job {
+                    PolicyJob::Install(candidate, ticket) => {
+                        active = Active::new(*candidate);
+                        let status = PolicyStatus::of(&active.candidate);
+                        Event::Installed(Box::new((status, ticket)))
+                    }
+                    PolicyJob::Decide(job) => {
+                        *last.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((job.snapshot.clone(), job.state.clone()));
+                        let started = Instant::now();
+                        let (outcome, by, engaged) = active.decide(&job);
+                        let duration_us = started.elapsed().as_micros() as u64;
+                        if let Some(reason) = engaged {
+                            let _ = events.send(Event::Fallback(reason));
+                        }
+                        Event::Decided { input: Input::Decided { seq: job.seq, outcome, duration_us }, by }
+                    }
+                };
+                if events.send(event).is_err() {
                     break;
                 }
             }

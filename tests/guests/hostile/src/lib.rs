@@ -1,5 +1,6 @@
 //! A policy that misbehaves on request, for the runtime's containment tests. `{"mode": M}` picks:
 //! `ok` (no commands), `loop` (never returns), `grow` (allocates without end), `trap` (panics),
+//! `trap-when-busy` (panics only while tasks are pending or running, so it passes a swap's dry run),
 //! `huge` (ten million commands), `snoop` (reports what it can see of env, args, files and clocks),
 //! `echo` (returns the snapshot it received, as JSON, in its state).
 
@@ -7,9 +8,13 @@ use ebbtide_sdk::{Command, Decision, ParamReader, ParamSpec, Policy, PolicyInfo,
 
 pub struct Hostile;
 
-const PARAMS: &[ParamSpec] =
-    &[ParamSpec::new("mode", "one of ok, loop, grow, trap, huge, snoop, echo", "\"ok\"", "how to misbehave")];
-const MODES: &[&str] = &["ok", "loop", "grow", "trap", "huge", "snoop", "echo"];
+const PARAMS: &[ParamSpec] = &[ParamSpec::new(
+    "mode",
+    "one of ok, loop, grow, trap, trap-when-busy, huge, snoop, echo",
+    "\"ok\"",
+    "how to misbehave",
+)];
+const MODES: &[&str] = &["ok", "loop", "grow", "trap", "trap-when-busy", "huge", "snoop", "echo"];
 
 impl Policy for Hostile {
     type Params = String;
@@ -46,6 +51,11 @@ impl Policy for Hostile {
                 }
             }
             "trap" => panic!("hostile guest panics on purpose"),
+            "trap-when-busy" => {
+                if snapshot.task_groups.iter().any(|t| t.pending + t.running > 0) {
+                    panic!("hostile guest panics on purpose while there is work");
+                }
+            }
             "huge" => d.commands = (0..10_000_000u64).map(Command::Shutdown).collect(),
             "snoop" => {
                 let file = std::fs::read_to_string("/etc/passwd")

@@ -1,0 +1,152 @@
+//! The swap pipeline (DESIGN.md section 4): a candidate policy must pass every stage, in order,
+//! before it may replace the active one. Each failure names its stage, so an operator knows whether
+//! the bytes, the contract, the params or the behaviour was wrong.
+//!
+//! CPU-heavy (compilation): call off any async runtime.
+
+use std::sync::Arc;
+
+use ebbtide_sdk::Snapshot;
+use serde::Serialize;
+
+use super::limits::ScalingLimits;
+use super::{LoadedPolicy, PolicyError, PolicySource, SourceError, builtin};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Reading the configuration or the file.
+    Read,
+    /// Parsing and compiling the bytes.
+    Compile,
+    /// Checking the world and contract version.
+    World,
+    Describe,
+    Validate,
+    /// A `decide` on the last snapshot, within the limits.
+    DryRun,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Read => "read",
+            Stage::Compile => "compile",
+            Stage::World => "world",
+            Stage::Describe => "describe",
+            Stage::Validate => "validate",
+            Stage::DryRun => "dry-run",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Rejection {
+    pub stage: Stage,
+    pub error: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rejected at {}: {}", self.stage.as_str(), self.error)
+    }
+}
+
+impl Rejection {
+    pub fn new(stage: Stage, error: impl Into<String>) -> Self {
+        Rejection { stage, error: error.into() }
+    }
+}
+
+/// Where a candidate's bytes come from.
+#[derive(Clone, Debug)]
+pub enum Origin {
+    Source(PolicySource),
+    /// Bytes sent to `POST /policy`.
+    Upload(Arc<Vec<u8>>),
+}
+
+impl Origin {
+    /// How `/status` and the decision log name it.
+    pub fn label(&self) -> String {
+        match self {
+            Origin::Source(s) => s.to_string(),
+            Origin::Upload(_) => "upload".into(),
+        }
+    }
+
+    pub fn read(&self) -> Result<Arc<Vec<u8>>, Rejection> {
+        match self {
+            Origin::Source(s) => s.read().map(Arc::new).map_err(|e| Rejection::new(Stage::Read, e.to_string())),
+            Origin::Upload(bytes) => Ok(bytes.clone()),
+        }
+    }
+}
+
+/// A policy that passed every stage: ready to install.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub policy: Arc<LoadedPolicy>,
+    pub origin: Origin,
+    pub params: String,
+    pub limits: ScalingLimits,
+    /// The built-in that decides if this policy keeps failing (loaded now, so engaging it costs nothing).
+    pub fallback: Arc<LoadedPolicy>,
+}
+
+/// Runs every stage on `bytes`. `last` is the snapshot and state of the last decision, if any; before
+/// the first decision the cluster is empty, and so is the dry run's snapshot.
+pub fn prepare(
+    origin: Origin,
+    bytes: &[u8],
+    params: String,
+    limits: ScalingLimits,
+    last: Option<(&Snapshot, &[u8])>,
+) -> Result<Candidate, Rejection> {
+    limits.validate().map_err(|e| Rejection::new(Stage::Read, format!("[scaling.limits] {e}")))?;
+    let policy = LoadedPolicy::load(bytes, limits.call()).map_err(|e| Rejection::new(load_stage(&e), e.to_string()))?;
+    let policy = Arc::new(policy);
+    check_params(&policy, &params)?;
+    let empty = Snapshot::default();
+    let (snapshot, state) = last.unwrap_or((&empty, &[]));
+    policy.decide(&params, snapshot, state).map_err(|e| Rejection::new(Stage::DryRun, e.to_string()))?;
+    let fallback = load_builtin(&limits.fallback, &limits)?;
+    Ok(Candidate { policy, origin, params, limits, fallback })
+}
+
+/// `validate(params)`, after checking they are a JSON object.
+pub fn check_params(policy: &LoadedPolicy, params: &str) -> Result<(), Rejection> {
+    let reject = |e: String| Rejection::new(Stage::Validate, e);
+    match serde_json::from_str::<serde_json::Value>(params) {
+        Ok(v) if v.is_object() => {}
+        _ => {
+            return Err(reject(format!(
+                "params must be a JSON object such as {{\"upper_task_ratio\": 8}}, got {params}"
+            )));
+        }
+    }
+    match policy.validate(params) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(errors)) => {
+            Err(reject(format!("{} does not accept these params: {}", policy.info.name, errors.join("; "))))
+        }
+        Err(e) => Err(reject(e.to_string())),
+    }
+}
+
+/// A built-in, by name, under `limits`.
+pub fn load_builtin(name: &str, limits: &ScalingLimits) -> Result<Arc<LoadedPolicy>, Rejection> {
+    let source = builtin::find(name)
+        .map(|b| PolicySource::Builtin(b.name))
+        .ok_or_else(|| Rejection::new(Stage::Read, SourceError::Unknown(name.to_owned()).to_string()))?;
+    source.load(limits.call()).map_err(|e| Rejection::new(Stage::Compile, e.to_string()))
+}
+
+/// Which stage a loading error belongs to (loading covers compile, world and describe).
+fn load_stage(e: &PolicyError) -> Stage {
+    match e {
+        PolicyError::InvalidComponent(_) => Stage::Compile,
+        PolicyError::Incompatible(_) => Stage::World,
+        _ => Stage::Describe,
+    }
+}

@@ -1,0 +1,127 @@
+//! What the shell adds to the core's status: the active policy, swaps and the shadow.
+
+use serde::Serialize;
+
+use crate::policy::ScalingLimits;
+use crate::policy::candidate::{Candidate, Rejection};
+use crate::scheduler::status::Histogram;
+use ebbtide_sdk::vectors::ReadableCommand;
+
+/// Upper bounds of the swap latency histogram, in milliseconds.
+pub const SWAP_BUCKETS_MS: [u64; 10] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+
+/// The active policy, as `/status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyStatus {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub source: String,
+    pub params: serde_json::Value,
+    pub limits: ScalingLimits,
+    /// Unix milliseconds when it was installed.
+    pub loaded_at: u64,
+    pub fallback_active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+}
+
+impl PolicyStatus {
+    pub fn of(candidate: &Candidate) -> Self {
+        let p = &candidate.policy;
+        PolicyStatus {
+            name: p.info.name.clone(),
+            version: p.info.version.clone(),
+            digest: p.digest.clone(),
+            source: candidate.origin.label(),
+            params: serde_json::from_str(&candidate.params).unwrap_or_default(),
+            limits: candidate.limits.clone(),
+            loaded_at: unix_ms(),
+            fallback_active: false,
+            fallback_reason: None,
+        }
+    }
+}
+
+/// What became of one swap request (the reply to `POST /policy`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SwapOutcome {
+    pub accepted: bool,
+    /// What asked for it: `file`, `sighup` or `admin`.
+    pub trigger: &'static str,
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
+    /// From the request to the policy installed (or rejected).
+    pub duration_ms: f64,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SwapStats {
+    pub accepted: u64,
+    pub rejected: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<SwapOutcome>,
+    /// Unix milliseconds of the last accepted swap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_swap_ms: Option<u64>,
+    /// Swap latency in milliseconds, over [`SWAP_BUCKETS_MS`].
+    pub latency_ms: Histogram,
+}
+
+impl SwapStats {
+    pub fn record(&mut self, outcome: &SwapOutcome) {
+        if outcome.accepted {
+            self.accepted += 1;
+            self.last_swap_ms = Some(outcome.at_ms);
+            self.latency_ms.observe(&SWAP_BUCKETS_MS, outcome.duration_ms.round() as u64);
+        } else {
+            self.rejected += 1;
+            self.last_error = Some(outcome.clone());
+        }
+    }
+}
+
+/// The shadow policy's agreement with the active one.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ShadowStatus {
+    pub source: String,
+    pub name: String,
+    pub digest: String,
+    pub equal: u64,
+    pub different: u64,
+    /// Shadow decisions that failed (they never affect the active policy).
+    pub failed: u64,
+    /// Snapshots the shadow was too busy to decide on.
+    pub skipped: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_difference: Option<ShadowDifference>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ShadowDifference {
+    pub seq: u64,
+    pub active: Vec<ReadableCommand>,
+    pub shadow: Vec<ReadableCommand>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_error: Option<String>,
+}
+
+/// Everything the shell reports beside the core's status.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShellStatus {
+    pub policy: PolicyStatus,
+    pub swaps: SwapStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowStatus>,
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

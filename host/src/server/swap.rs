@@ -1,0 +1,210 @@
+//! The swap thread: runs candidates through the pipeline (`policy::candidate`) off the async runtime
+//! and off the policy thread, so no decision ever waits on a compilation. A candidate that passes is
+//! handed to the policy thread, which installs it between two decisions; one that fails is reported
+//! and the active policy keeps serving.
+//!
+//! This thread owns the configured policy (source, params, limits) and the file watch on it.
+
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Event;
+use super::policy_thread::{LastSnapshot, PolicyJob};
+use super::shell_status::{SwapOutcome, unix_ms};
+use super::watch::FileWatch;
+use crate::policy::candidate::{self, Candidate, Origin, Rejection};
+use crate::policy::{PolicySource, ScalingLimits, component};
+
+/// What asked for a swap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwapTrigger {
+    /// The watched `.wasm` changed.
+    File,
+    /// SIGHUP re-read the configuration.
+    Signal,
+    /// `POST /policy`.
+    Admin,
+}
+
+impl SwapTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwapTrigger::File => "file",
+            SwapTrigger::Signal => "sighup",
+            SwapTrigger::Admin => "admin",
+        }
+    }
+}
+
+/// A swap request; what it leaves out stays as configured.
+#[derive(Debug)]
+pub struct SwapRequest {
+    pub trigger: SwapTrigger,
+    pub origin: Option<Origin>,
+    pub params: Option<String>,
+    pub limits: Option<ScalingLimits>,
+}
+
+/// Travels with a request to its end: when it started, and who waits for the outcome.
+#[derive(Debug)]
+pub struct Ticket {
+    pub trigger: SwapTrigger,
+    pub started: Instant,
+    pub reply: Option<oneshot::Sender<SwapOutcome>>,
+}
+
+impl Ticket {
+    /// The outcome, and whoever waits for it. `source` names the candidate. The event loop calls
+    /// this, so that `/status` already counts a swap when its requester hears of it.
+    pub fn conclude(
+        self,
+        source: String,
+        result: Result<(&str, &str), Rejection>,
+    ) -> (SwapOutcome, Option<oneshot::Sender<SwapOutcome>>) {
+        let (accepted, digest, name, rejection) = match result {
+            Ok((digest, name)) => (true, Some(digest.to_owned()), Some(name.to_owned()), None),
+            Err(r) => (false, None, None, Some(r)),
+        };
+        let outcome = SwapOutcome {
+            accepted,
+            trigger: self.trigger.as_str(),
+            source,
+            digest,
+            name,
+            rejection,
+            duration_ms: self.started.elapsed().as_secs_f64() * 1e3,
+            at_ms: unix_ms(),
+        };
+        (outcome, self.reply)
+    }
+}
+
+pub struct SwapJob {
+    pub request: SwapRequest,
+    pub ticket: Ticket,
+    /// For file triggers: the file's length and modification time when the change was seen, to tell
+    /// a half-written file (which changes again) from a broken one.
+    pub seen: Option<(u64, SystemTime)>,
+}
+
+/// The configured policy, as the last accepted swap left it.
+struct Configured {
+    origin: Origin,
+    params: String,
+    limits: ScalingLimits,
+    digest: String,
+}
+
+/// A swap that failed: who asked, what it was, and the stage and reason.
+pub type Rejected = Box<(Ticket, String, Rejection)>;
+
+/// Starts the swap thread; it ends when every job sender is dropped.
+pub(crate) fn spawn(
+    initial: &Candidate,
+    policy_jobs: std_mpsc::Sender<PolicyJob>,
+    last: LastSnapshot,
+    events: mpsc::UnboundedSender<Event>,
+) -> std_mpsc::Sender<SwapJob> {
+    let (tx, rx) = std_mpsc::channel::<SwapJob>();
+    let mut configured = Configured {
+        origin: initial.origin.clone(),
+        params: initial.params.clone(),
+        limits: initial.limits.clone(),
+        digest: initial.policy.digest.clone(),
+    };
+    let own_jobs = tx.clone();
+    std::thread::Builder::new()
+        .name("ebbtide-swap".into())
+        .spawn(move || {
+            let mut watch = None;
+            rewatch(&mut watch, &configured.origin, &own_jobs);
+            for job in rx {
+                let Some(outcome) = run(job, &mut configured, &policy_jobs, &last) else { continue };
+                match outcome {
+                    Ok(()) => rewatch(&mut watch, &configured.origin, &own_jobs),
+                    Err(rejected) => {
+                        if events.send(Event::SwapRejected(rejected)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+        .expect("spawning the swap thread");
+    tx
+}
+
+/// One request through the pipeline. `None`: nothing to report (a file that has not changed, or is
+/// still being written); `Ok`: handed to the policy thread; `Err`: rejected.
+fn run(
+    job: SwapJob,
+    configured: &mut Configured,
+    policy_jobs: &std_mpsc::Sender<PolicyJob>,
+    last: &LastSnapshot,
+) -> Option<Result<(), Rejected>> {
+    let SwapJob { request, ticket, seen } = job;
+    let origin = request.origin.unwrap_or_else(|| configured.origin.clone());
+    let params = request.params.unwrap_or_else(|| configured.params.clone());
+    let limits = request.limits.unwrap_or_else(|| configured.limits.clone());
+    let label = origin.label();
+    let bytes = match origin.read() {
+        Ok(bytes) => bytes,
+        Err(rejection) => return Some(Err(Box::new((ticket, label, rejection)))),
+    };
+    if ticket.trigger == SwapTrigger::File && component::digest(&bytes) == configured.digest {
+        return None; // Touched, or rewritten with the same bytes.
+    }
+    let last = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let dry_run = last.as_ref().map(|(snapshot, state)| (&**snapshot, state.as_slice()));
+    match candidate::prepare(origin.clone(), &bytes, params.clone(), limits.clone(), dry_run) {
+        Ok(candidate) => {
+            tracing::info!(
+                "swap ({}): {} {} from {label} passed every stage; installing",
+                ticket.trigger.as_str(),
+                candidate.policy.info.name,
+                &candidate.policy.digest[..12]
+            );
+            *configured = Configured { origin, params, limits, digest: candidate.policy.digest.clone() };
+            let _ = policy_jobs.send(PolicyJob::Install(Box::new(candidate), ticket));
+            Some(Ok(()))
+        }
+        Err(rejection) => {
+            if still_changing(&origin, seen) {
+                tracing::debug!("{label} is still being written; waiting for the next change");
+                return None;
+            }
+            tracing::warn!(
+                "swap ({}) of {label} {rejection}; the active policy keeps serving",
+                ticket.trigger.as_str()
+            );
+            Some(Err(Box::new((ticket, label, rejection))))
+        }
+    }
+}
+
+/// A watched file that changed since its change was seen: the next change event retries it.
+fn still_changing(origin: &Origin, seen: Option<(u64, SystemTime)>) -> bool {
+    let (Origin::Source(PolicySource::File(path)), Some(seen)) = (origin, seen) else { return false };
+    super::watch::stamp(path) != Some(seen)
+}
+
+/// Watches the configured file, if the policy comes from one (and the watch is not already on it).
+fn rewatch(watch: &mut Option<FileWatch>, origin: &Origin, jobs: &std_mpsc::Sender<SwapJob>) {
+    let path: Option<PathBuf> = match origin {
+        Origin::Source(PolicySource::File(path)) => Some(path.clone()),
+        _ => None,
+    };
+    if watch.as_ref().map(|w| w.path()) == path.as_deref() {
+        return;
+    }
+    *watch = path.and_then(|path| match FileWatch::start(path.clone(), jobs.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("cannot watch {} for changes ({e:#}); swap it with SIGHUP or POST /policy", path.display());
+            None
+        }
+    });
+}

@@ -1,0 +1,75 @@
+//! Watching the policy's `.wasm` file. The folder is watched rather than the file, so both an
+//! atomic rename onto the path and an in-place rewrite are seen. Events are debounced: a swap is
+//! asked for once the file has been quiet for [`QUIET`].
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::{RecursiveMode, Watcher};
+
+use super::swap::{SwapJob, SwapRequest, SwapTrigger, Ticket};
+use crate::policy::PolicySource;
+use crate::policy::candidate::Origin;
+
+/// How long a file must be quiet before it is loaded: long enough for one write of a component to
+/// finish, short next to the 250 ms a swap may take.
+const QUIET: Duration = Duration::from_millis(20);
+
+/// A running watch; dropping it stops it.
+pub struct FileWatch {
+    path: PathBuf,
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl FileWatch {
+    pub fn start(path: PathBuf, jobs: std_mpsc::Sender<SwapJob>) -> anyhow::Result<FileWatch> {
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        let name = path.file_name().map(|n| n.to_owned());
+        let (changed, changes) = std_mpsc::channel::<()>();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let ours = event.is_ok_and(|e| {
+                !e.kind.is_access() && e.paths.iter().any(|p| p.file_name().map(|n| n.to_owned()) == name)
+            });
+            if ours {
+                let _ = changed.send(());
+            }
+        })?;
+        watcher.watch(&folder, RecursiveMode::NonRecursive)?;
+        let watched = path.clone();
+        std::thread::Builder::new().name("ebbtide-watch".into()).spawn(move || debounce(&watched, &changes, &jobs))?;
+        tracing::info!("watching {} for new versions of the policy", path.display());
+        Ok(FileWatch { path, _watcher: watcher })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Waits for a change, then for quiet, then asks for a swap. Ends when the watcher is dropped.
+fn debounce(path: &Path, changes: &std_mpsc::Receiver<()>, jobs: &std_mpsc::Sender<SwapJob>) {
+    while changes.recv().is_ok() {
+        let first = Instant::now();
+        loop {
+            match changes.recv_timeout(QUIET) {
+                Ok(()) => continue,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => break,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        let Some(seen) = stamp(path) else { continue }; // Removed: wait for it to come back.
+        let origin = Some(Origin::Source(PolicySource::File(path.to_path_buf())));
+        let request = SwapRequest { trigger: SwapTrigger::File, origin, params: None, limits: None };
+        let ticket = Ticket { trigger: SwapTrigger::File, started: first, reply: None };
+        if jobs.send(SwapJob { request, ticket, seen: Some(seen) }).is_err() {
+            return;
+        }
+    }
+}
+
+/// The file's length and modification time, or `None` when it is not there.
+pub fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}

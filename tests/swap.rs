@@ -1,0 +1,301 @@
+//! Hot swap end to end: the real binary, real files, real HTTP, real signals.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::{Proc, binary, decisions, http_post, live_groups, status, submit, up, wait_for};
+use ebbtide::policy::{builtin, component};
+use serde_json::Value;
+
+fn builtin_bytes(name: &str) -> Vec<u8> {
+    builtin::find(name).expect("a built-in").component.to_vec()
+}
+
+fn swaps_seen(admin: &str) -> u64 {
+    let s = status(admin);
+    s["swaps"]["accepted"].as_u64().unwrap() + s["swaps"]["rejected"].as_u64().unwrap()
+}
+
+/// Writes `bytes` to `path`, either by an atomic rename or by rewriting the file in place.
+fn replace_file(path: &Path, bytes: &[u8], atomic: bool) {
+    if atomic {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    } else {
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+/// `ebbtide policy swap`: its exit status and output.
+fn swap_cli(admin: &str, policy: &str, params: Option<&str>) -> (bool, String) {
+    let mut cmd = Command::new(binary());
+    cmd.args(["policy", "swap", "--admin", admin, policy]);
+    if let Some(p) = params {
+        cmd.args(["--params", p]);
+    }
+    let out = cmd.output().expect("the binary runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+const NATIVE_ADAPTER: &str =
+    "[[adapter]]\ntype = \"native\"\nid = \"pool\"\nmax_worker_groups = 4\nworkers_per_group = 1\ngrace_ms = 500\n";
+
+/// 100 swaps, mixing atomic renames, in-place rewrites, `POST /policy` and SIGHUP, while 2,000 tasks
+/// flow: every task returns, every decision is made once, every swap is reported as it should be.
+#[test]
+fn swaps_under_load_lose_nothing() {
+    let dir = common::temp_dir("swap-under-load");
+    let policy = dir.join("policy.wasm");
+    let vanilla = builtin_bytes("vanilla");
+    std::fs::write(&policy, &vanilla).unwrap();
+    let log = dir.join("decisions.jsonl");
+    let config = format!(
+        "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"scaling=policy.wasm\"\ntick_ms = 50\ndecision_log = \"{}\"\n\n[scaling.params]\nupper_task_ratio = 4\n\n{NATIVE_ADAPTER}",
+        log.display()
+    );
+    let (up, address, admin) = up(&dir, "up", &config);
+    let client =
+        std::thread::spawn(move || submit(&address, &["--function", "sleep", "--payload", "5", "--count", "2000"]));
+
+    let (mut accepted, mut rejected) = (0u64, 0u64);
+    for i in 0..100u64 {
+        let before = swaps_seen(&admin);
+        // A cycle of four: SIGHUP (back to the file), a rename, a rewrite, then POST (every other
+        // one with params vanilla refuses, which must be rejected and leave the file policy active).
+        let (expect_accepted, expect_digest) = match i % 4 {
+            0 => {
+                up.signal(libc::SIGHUP);
+                (true, Some(component::digest(&std::fs::read(&policy).unwrap())))
+            }
+            1 | 2 => {
+                let bytes = common::tagged(&vanilla, &format!("build {i}"));
+                replace_file(&policy, &bytes, i % 4 == 1);
+                (true, Some(component::digest(&bytes)))
+            }
+            _ => {
+                let good = i % 8 == 3;
+                let body = if good {
+                    r#"{"scaling": "vanilla", "params": {"upper_task_ratio": 2}}"#
+                } else {
+                    r#"{"scaling": "vanilla", "params": {"upper_task_ratio": "many"}}"#
+                };
+                let (code, reply) = http_post(&admin, "/policy", "application/json", body.as_bytes());
+                assert_eq!(code, if good { 200 } else { 422 }, "swap {i}: {reply}");
+                let reply: Value = serde_json::from_str(&reply).unwrap();
+                assert_eq!(reply["accepted"], good, "{reply}");
+                (good, good.then(|| component::digest(&builtin_bytes("vanilla"))))
+            }
+        };
+        wait_for(&format!("swap {i} to be reported"), Duration::from_secs(10), || swaps_seen(&admin) == before + 1);
+        let s = status(&admin);
+        if expect_accepted {
+            accepted += 1;
+            assert_eq!(s["policy"]["digest"].as_str(), expect_digest.as_deref(), "swap {i}: {}", s["policy"]);
+        } else {
+            rejected += 1;
+            assert_eq!(s["swaps"]["last_error"]["rejection"]["stage"], "validate", "swap {i}: {}", s["swaps"]);
+        }
+        assert_eq!(s["swaps"]["accepted"], accepted, "swap {i}: {}", s["swaps"]);
+        assert_eq!(s["swaps"]["rejected"], rejected, "swap {i}: {}", s["swaps"]);
+    }
+
+    let summary = client.join().unwrap();
+    assert_eq!(summary["done"], 2000, "{summary}");
+    let all = decisions(&log);
+    assert!(all.len() > 100, "{} decisions", all.len());
+    for (i, d) in all.iter().enumerate() {
+        assert_eq!(d["seq"], (i + 1) as u64, "the decision log's seq is contiguous, with nothing decided twice");
+        assert_eq!(d["policy_digest"].as_str().unwrap().len(), 64);
+    }
+    let digests: std::collections::BTreeSet<&str> = all.iter().map(|d| d["policy_digest"].as_str().unwrap()).collect();
+    assert!(digests.len() > 40, "decisions name the digest that made them ({} seen)", digests.len());
+    wait_for("the pool to shrink back", Duration::from_secs(20), || live_groups(&admin) == 0);
+}
+
+/// A candidate that fails at each stage is rejected, naming the stage, and the active policy stays
+/// and keeps deciding.
+#[test]
+fn candidates_are_rejected_at_the_failing_stage() {
+    let dir = common::temp_dir("swap-stages");
+    let mut scheduler = Proc::start(
+        &dir,
+        "scheduler",
+        &["scheduler", "tcp://127.0.0.1:0", "--admin", "127.0.0.1:0", "--tick-ms", "20"],
+    );
+    let (_, admin) = scheduler.listening();
+    let admin = admin.unwrap();
+    let active = status(&admin)["policy"]["digest"].as_str().unwrap().to_owned();
+
+    let garbage = dir.join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm\x0d\0\x01\0 this is not a component").unwrap();
+    let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
+    let hostile = hostile.to_str().unwrap();
+    let command = common::guest("ebbtide-test-guest-cli-command", "ebbtide-test-guest-cli-command.wasm");
+    let cases: [(&str, Option<&str>, &str, &str); 5] = [
+        (garbage.to_str().unwrap(), None, "compile", "invalid-component"),
+        (command.to_str().unwrap(), None, "world", "ebbtide:policy/scaling-policy@0.1.0"),
+        (hostile, Some(r#"{"mode": "sideways"}"#), "validate", "mode"),
+        (hostile, Some(r#"{"mode": "trap"}"#), "dry-run", "trap"),
+        (hostile, Some(r#"{"mode": "loop"}"#), "dry-run", "timeout"),
+    ];
+    for (policy, params, stage, detail) in cases {
+        let decisions_before = status(&admin)["decisions"]["total"].as_u64().unwrap();
+        let (ok, output) = swap_cli(&admin, policy, params);
+        assert!(!ok, "{policy} {params:?} must be rejected: {output}");
+        assert!(output.contains(&format!("rejected at {stage}: ")) && output.contains(detail), "{output}");
+        let s = status(&admin);
+        assert_eq!(s["swaps"]["last_error"]["rejection"]["stage"], stage, "{}", s["swaps"]);
+        assert_eq!(s["policy"]["digest"], active.as_str(), "the active policy stays");
+        wait_for("the active policy to keep deciding", Duration::from_secs(5), || {
+            status(&admin)["decisions"]["total"].as_u64().unwrap() > decisions_before + 2
+        });
+    }
+    // An uploaded component goes through the same pipeline.
+    let (code, reply) = http_post(&admin, "/policy", "application/wasm", b"not wasm at all");
+    assert_eq!(code, 422, "{reply}");
+    assert!(reply.contains(r#""stage":"compile""#), "{reply}");
+    let (code, reply) = http_post(&admin, "/policy", "application/json", b"{\"scalling\": \"no\"}");
+    assert_eq!(code, 400, "{reply}");
+    assert!(reply.contains("scalling") && reply.contains("scaling, params, limits"), "{reply}");
+    let s = status(&admin);
+    assert_eq!(s["swaps"]["rejected"], 6);
+    assert_eq!(s["swaps"]["accepted"], 0);
+    let (code, metrics) = common::cluster::http_get(&admin, "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(metrics.contains(r#"ebbtide_swaps_total{outcome="rejected"} 6"#), "{metrics}");
+    assert!(metrics.contains("ebbtide_swap_seconds_bucket"), "{metrics}");
+}
+
+/// `buffer` keeps its scale-down window in its state; a swap to a new build hands the state over,
+/// so the window is not restarted: the pool shrinks one full window after it went idle, not later.
+#[test]
+fn state_survives_a_swap() {
+    const WINDOW_MS: u64 = 3000;
+    let dir = common::temp_dir("swap-state");
+    let policy = dir.join("buffer.wasm");
+    let buffer = builtin_bytes("buffer");
+    std::fs::write(&policy, &buffer).unwrap();
+    let log = dir.join("decisions.jsonl");
+    let config = format!(
+        "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"scaling=buffer.wasm\"\ntick_ms = 50\ndecision_log = \"{}\"\n\n[scaling.params]\nadapter_id = \"pool\"\ntarget_buffer = 0\nmin_ready = 0\nscale_down_stabilization_ms = {WINDOW_MS}\n\n{NATIVE_ADAPTER}",
+        log.display()
+    );
+    let (_up, address, admin) = up(&dir, "up", &config);
+    let summary = submit(&address, &["--function", "sleep", "--payload", "200", "--count", "4"]);
+    assert_eq!(summary["done"], 4, "{summary}");
+
+    // The decision that opened the window: the one before the first to be handed a non-empty state.
+    let holding = |d: &Value| d["state"].as_str().is_some_and(|s| !s.is_empty());
+    let mut opened_ms = 0;
+    wait_for("the scale-down window to open", Duration::from_secs(10), || {
+        let all = decisions(&log);
+        if let Some(i) = all.iter().position(holding) {
+            opened_ms = all[i - 1]["snapshot"]["now_ms"].as_u64().unwrap();
+        }
+        opened_ms > 0
+    });
+    std::thread::sleep(Duration::from_millis(WINDOW_MS / 2));
+    let new_build = common::tagged(&buffer, "rebuilt");
+    replace_file(&policy, &new_build, true);
+    let new_digest = component::digest(&new_build);
+    wait_for("the pool to shrink", Duration::from_secs(15), || live_groups(&admin) == 0);
+
+    let all = decisions(&log);
+    let shrink = all
+        .iter()
+        .find(|d| d["commands"].as_array().unwrap().iter().any(|c| c.get("shutdown").is_some()))
+        .expect("a decision shuts groups down");
+    assert_eq!(shrink["policy_digest"], new_digest.as_str(), "the new build made the shrink");
+    let waited = shrink["snapshot"]["now_ms"].as_u64().unwrap() - opened_ms;
+    assert!(waited >= WINDOW_MS, "the shrink waited {waited} ms, less than the window");
+    assert!(
+        waited < WINDOW_MS + WINDOW_MS / 2,
+        "the shrink waited {waited} ms: the window restarted at the swap, so the state was lost"
+    );
+}
+
+/// After `max_consecutive_failures` failed decisions the fallback decides, `/status` and
+/// `/metrics` say so, the work goes on, and a good swap ends it.
+#[test]
+fn fallback_engages_and_clears_on_a_good_swap() {
+    let dir = common::temp_dir("swap-fallback");
+    let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
+    let config = format!(
+        "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"scaling={}\"\ntick_ms = 50\n\n[scaling.params]\nmode = \"trap-when-busy\"\n\n[scaling.limits]\nmax_consecutive_failures = 2\nfallback = \"vanilla\"\n\n{NATIVE_ADAPTER}",
+        hostile.display()
+    );
+    let (_up, address, admin) = up(&dir, "up", &config);
+    assert_eq!(status(&admin)["fallback_active"], false);
+    // The hostile policy never starts anything and fails while there is work; the fallback starts
+    // the groups that run it.
+    let summary = submit(&address, &["--function", "sleep", "--payload", "50", "--count", "40"]);
+    assert_eq!(summary["done"], 40, "{summary}");
+    let s = status(&admin);
+    assert_eq!(s["fallback_active"], true, "{}", s["policy"]);
+    assert!(
+        s["policy"]["fallback_reason"].as_str().unwrap().contains("2 consecutive failed decisions"),
+        "{}",
+        s["policy"]
+    );
+    assert_eq!(s["decisions"]["failed"], 2, "failures stop once the fallback decides");
+    let (_, metrics) = common::cluster::http_get(&admin, "/metrics", None);
+    assert!(metrics.contains("ebbtide_fallback_active 1"), "{metrics}");
+
+    let (ok, output) = swap_cli(&admin, "vanilla", Some("{}"));
+    assert!(ok, "{output}");
+    assert!(output.starts_with("accepted: vanilla "), "{output}");
+    let s = status(&admin);
+    assert_eq!(s["fallback_active"], false, "{}", s["policy"]);
+    let (_, metrics) = common::cluster::http_get(&admin, "/metrics", None);
+    assert!(metrics.contains("ebbtide_fallback_active 0"), "{metrics}");
+}
+
+/// `ebbtide replay` reproduces a recorded run exactly with the policy that made it, and reports
+/// the differences with another.
+#[test]
+fn replay_reproduces_a_run_and_compares_another_policy() {
+    let dir = common::temp_dir("replay");
+    let log = dir.join("decisions.jsonl");
+    let config = format!(
+        "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"scaling=vanilla\"\ntick_ms = 50\ndecision_log = \"{}\"\n\n[scaling.params]\nupper_task_ratio = 2\n\n{NATIVE_ADAPTER}",
+        log.display()
+    );
+    let (_up, address, admin) = up(&dir, "up", &config);
+    let summary = submit(&address, &["--function", "sleep", "--payload", "100", "--count", "40"]);
+    assert_eq!(summary["done"], 40, "{summary}");
+    wait_for("the pool to shrink back", Duration::from_secs(20), || live_groups(&admin) == 0);
+    // The scheduler goes on deciding: replay a copy of the log as it is now.
+    let log_copy = dir.join("replayed.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    std::fs::write(&log_copy, complete).unwrap();
+    let log = log_copy;
+    let recorded = decisions(&log);
+    let starts: usize = recorded
+        .iter()
+        .map(|d| d["commands"].as_array().unwrap().iter().filter(|c| c.get("start").is_some()).count())
+        .sum();
+    assert!(starts > 0);
+
+    let replay = |extra: &[&str]| {
+        let out = Command::new(binary()).arg("replay").arg(&log).args(extra).output().expect("the binary runs");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, output) = replay(&[]);
+    assert!(ok, "{output}");
+    let n = recorded.len();
+    assert!(output.contains(&format!("replayed {n} decisions: {n} equal, 0 differ")), "{output}");
+
+    let (ok, output) = replay(&["--policy", "no"]);
+    assert!(ok, "a candidate's differences are a report, not a failure: {output}");
+    // `no` decides nothing and says nothing: every decision that did or said something differs.
+    let said =
+        |d: &&Value| !d["commands"].as_array().unwrap().is_empty() || !d["diagnostics"].as_array().unwrap().is_empty();
+    let differ = recorded.iter().filter(said).count();
+    assert!(output.contains(&format!("{} equal, {differ} differ", n - differ)), "{output}");
+    assert!(output.contains(&format!("starts: +0 added, -{starts} removed")), "{output}");
+}
