@@ -299,3 +299,40 @@ fn replay_reproduces_a_run_and_compares_another_policy() {
     assert!(output.contains(&format!("{} equal, {differ} differ", n - differ)), "{output}");
     assert!(output.contains(&format!("starts: +0 added, -{starts} removed")), "{output}");
 }
+
+/// Shadow mode: a candidate decides beside the active policy; its commands are compared, logged and
+/// never run, and a failing shadow changes nothing for the active policy.
+#[test]
+fn shadow_decides_beside_the_active_policy_and_is_never_executed() {
+    let dir = common::temp_dir("shadow");
+    let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
+    for (shadow, params) in [("no", ""), (hostile.to_str().unwrap(), "mode = \"trap\"")] {
+        let log = dir.join(format!("decisions-{}.jsonl", params.len()));
+        let config = format!(
+            "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"scaling=vanilla\"\ntick_ms = 50\ndecision_log = \"{}\"\n\n[scaling.params]\nupper_task_ratio = 2\n\n[scaling.shadow]\npolicy = \"{shadow}\"\n\n[scaling.shadow.params]\n{params}\n\n{NATIVE_ADAPTER}",
+            log.display()
+        );
+        let (_up, address, admin) = up(&dir, "up", &config);
+        let summary = submit(&address, &["--function", "sleep", "--payload", "100", "--count", "20"]);
+        assert_eq!(summary["done"], 20, "{summary}");
+        let s = status(&admin);
+        let shadow_status = &s["shadow"];
+        assert!(shadow_status["different"].as_u64().unwrap() >= 1, "{shadow_status}");
+        assert_eq!(s["decisions"]["failed"], 0, "the active policy is unaffected");
+        let logged = decisions(&log);
+        let verdicts: Vec<&Value> = logged.iter().filter_map(|d| d.get("shadow")).collect();
+        assert!(verdicts.len() + 2 >= logged.len(), "nearly every decision has a shadow verdict");
+        if params.is_empty() {
+            // `no` agrees whenever vanilla does nothing, and its commands never ran: the groups
+            // that ran the tasks were vanilla's.
+            assert!(shadow_status["equal"].as_u64().unwrap() >= 1, "{shadow_status}");
+            let active = &shadow_status["last_difference"]["active"];
+            assert!(active.as_array().is_some_and(|a| !a.is_empty()), "{shadow_status}");
+            assert!(verdicts.iter().all(|v| v["commands"].as_array().unwrap().is_empty()));
+            assert_eq!(shadow_status["failed"], 0);
+        } else {
+            assert!(shadow_status["failed"].as_u64().unwrap() >= 1, "{shadow_status}");
+            assert!(verdicts.iter().any(|v| v["error"].as_str().is_some_and(|e| e.contains("trap"))));
+        }
+    }
+}
