@@ -28,7 +28,7 @@ impl std::fmt::Display for PolicySource {
 pub enum SourceError {
     #[error("unknown policy {0:?}: expected a built-in ({names}) or a path to a .wasm file", names = builtin::names())]
     Unknown(String),
-    #[error("cannot read policy file {path}: {error}")]
+    #[error("cannot read policy file {path}: {error}; expected a built-in ({names}) or a readable .wasm file", names = builtin::names())]
     Unreadable { path: PathBuf, error: std::io::Error },
     #[error(transparent)]
     Policy(#[from] PolicyError),
