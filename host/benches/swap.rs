@@ -42,7 +42,10 @@ fn main() {
         ],
     );
     scheduler.listening();
-    println!("swap: {SWAPS} new builds of vanilla ({} KB) written to the watched path, ticks every {TICK_MS} ms", vanilla.len() / 1000);
+    println!(
+        "swap: {SWAPS} new builds of vanilla ({} KB) written to the watched path, ticks every {TICK_MS} ms",
+        vanilla.len() / 1000
+    );
 
     let (mut latencies, mut worst_late) = (Vec::new(), 0u64);
     for i in 0..SWAPS {

@@ -5,6 +5,7 @@
 //! - [`protocol`]: the Cap'n Proto wire protocol.
 //! - [`scheduler`]: the scheduler core, free of I/O: tasks, workers, groups, adapters, the scaling loop.
 //! - [`server`]: the scheduler's network shell, its policy thread and decision log.
+//! - [`simulate`]: the same core and runtime on a virtual clock, with simulated peers.
 //! - [`admin`]: the admin HTTP endpoints.
 //! - [`adapter`], [`worker`], [`client`]: the other peers.
 //! - [`cli`]: the command line.
@@ -17,4 +18,5 @@ pub mod policy;
 pub mod protocol;
 pub mod scheduler;
 pub mod server;
+pub mod simulate;
 pub mod worker;

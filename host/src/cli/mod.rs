@@ -6,6 +6,7 @@ mod peers;
 pub mod policy;
 mod replay;
 pub mod scheduler;
+mod simulate;
 mod swap;
 mod up;
 
@@ -75,6 +76,12 @@ ebbtide scheduler --config ebbtide.toml --policy-content 'allocate=capability; s
         after_help = "Examples:\n  ebbtide replay decisions.jsonl\n  ebbtide replay decisions.jsonl --policy ./candidate.wasm --params '{\"target\": 4}'\n\nThe last lines sum up: `replayed N decisions: E equal, D differ`, then the starts and shutdowns\nadded and removed."
     )]
     Replay(replay::ReplayArgs),
+    /// Try policies against a workload on a virtual clock: the scheduler's own core and policy
+    /// runtime with simulated adapters and workers; figures, charts and an HTML report to compare.
+    #[command(
+        after_help = "Examples:\n  ebbtide simulate --workload burst --policy vanilla --policy capability --out report/\n  ebbtide simulate --workload diurnal --duration 24h --policy vanilla\n  ebbtide simulate --workload trace.csv --config ebbtide.toml --policy ./mine.wasm:'{\"target\": 4}'\n  ebbtide simulate --workload burst --policy vanilla --adapter 'pool max_groups=8 workers=4 latency=500..2000 cost=1.5'\n\nSame inputs and --seed give a byte-identical summary.json."
+    )]
+    Simulate(simulate::SimulateArgs),
     /// Author, inspect, test and benchmark scaling policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -111,6 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Submit(args) => peers::submit(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Replay(args) => replay::run(args),
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 

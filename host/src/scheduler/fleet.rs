@@ -1,7 +1,7 @@
 //! Workers, worker groups and adapters, and their lifecycles.
 //!
-//! A managed group is created by an accepted start (`starting`, H1), becomes `running` when its
-//! adapter confirms, `draining` when shut down (H2: no new tasks, no capacity), and is gone when the
+//! A managed group is created by an accepted start (`starting`, H1), becomes `running` once its
+//! adapter has confirmed and all its workers have connected, `draining` when shut down (H2: no new tasks, no capacity), and is gone when the
 //! adapter confirms the shutdown, reports it lost, or the start times out. Workers that connect without
 //! a group join the unmanaged group of their capability set (H6). When a group or its adapter goes, its
 //! workers are disconnected and their tasks go back to pending.
@@ -39,6 +39,19 @@ impl Scheduler {
             self.recheck_unrunnable();
             self.feed(peer);
         }
+        self.maybe_running(group);
+    }
+
+    /// A starting group is running once its adapter confirmed and every worker it will have connected.
+    fn maybe_running(&mut self, id: GroupId) {
+        let now = self.now_ms;
+        let Some(g) = self.groups.get_mut(&id) else { return };
+        let size = g.adapter.as_ref().and_then(|a| self.adapters.get(a)).map_or(1, |a| a.workers_per_group as usize);
+        if g.phase == GroupPhase::Starting && g.confirmed && g.workers.len() >= size {
+            g.phase = GroupPhase::Running;
+            g.phase_since_ms = now;
+            self.membership_owed = true;
+        }
     }
 
     fn unmanaged_group(&mut self, caps: &CapMap) -> GroupId {
@@ -59,6 +72,7 @@ impl Scheduler {
             capabilities,
             phase,
             phase_since_ms: now,
+            confirmed: phase != GroupPhase::Starting,
             workers: Default::default(),
             busy: 0,
             idle_since_ms: now,
@@ -182,7 +196,8 @@ impl Scheduler {
         tracing::info!(group = id, adapter = ?group.adapter, "group gone: {reason}");
         for worker in group.workers {
             self.remove_worker(worker, reason);
-            self.close(worker, format!("group {id} is gone: {reason}"));
+            // Expected, not a fault: logged with the group above, not per worker.
+            self.outputs.push(super::Output::Close { peer: worker, reason: format!("group {id} is gone: {reason}") });
         }
         self.membership_owed = true;
     }
@@ -199,11 +214,8 @@ impl Scheduler {
         }
         match (self.owned_group(peer, r.group_id), r.ok) {
             (Some(GroupPhase::Starting), true) => {
-                let now = self.now_ms;
-                let g = self.groups.get_mut(&r.group_id).expect("owned");
-                g.phase = GroupPhase::Running;
-                g.phase_since_ms = now;
-                self.membership_owed = true;
+                self.groups.get_mut(&r.group_id).expect("owned").confirmed = true;
+                self.maybe_running(r.group_id);
             }
             (Some(GroupPhase::Starting), false) => {
                 self.counters.start_failures += 1;
@@ -229,15 +241,28 @@ impl Scheduler {
     }
 
     /// H1: a start not confirmed within `start_timeout_ms` is gone, and the adapter told to clean up.
+    /// A confirmed start with some of its workers runs with those.
     pub(super) fn expire_starts(&mut self) {
         let deadline = self.config.start_timeout_ms;
-        let expired: Vec<(GroupId, Option<String>)> = self
+        let expired: Vec<(GroupId, Option<String>, bool)> = self
             .groups
             .iter()
             .filter(|(_, g)| g.phase == GroupPhase::Starting && self.now_ms >= g.phase_since_ms + deadline)
-            .map(|(id, g)| (*id, g.adapter.clone()))
+            .map(|(id, g)| (*id, g.adapter.clone(), g.confirmed && !g.workers.is_empty()))
             .collect();
-        for (id, adapter) in expired {
+        for (id, adapter, partly_up) in expired {
+            if partly_up {
+                let g = self.groups.get_mut(&id).expect("listed above");
+                tracing::warn!(
+                    group = id,
+                    "only {} workers connected within {deadline} ms; running with those",
+                    g.workers.len()
+                );
+                g.phase = GroupPhase::Running;
+                g.phase_since_ms = self.now_ms;
+                self.membership_owed = true;
+                continue;
+            }
             self.counters.start_failures += 1;
             tracing::warn!(group = id, "start not confirmed within {deadline} ms; dropping it");
             if let Some(peer) = adapter.and_then(|a| self.adapters.get(&a)).map(|a| a.peer) {

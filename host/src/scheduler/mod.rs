@@ -120,6 +120,9 @@ struct Group {
     capabilities: CapMap,
     phase: GroupPhase,
     phase_since_ms: u64,
+    /// The adapter confirmed the start. The group stays `starting` until its workers have connected
+    /// too, so that a policy counts it at its full size meanwhile (anti-windup).
+    confirmed: bool,
     workers: BTreeSet<PeerId>,
     busy: u32,
     /// When the group last had no task assigned (for `idle-ms`).
