@@ -156,45 +156,65 @@ pub fn summary_json(settings: &Settings, runs: &[Run]) -> String {
     serde_json::to_string_pretty(&summary).expect("the summary serializes") + "\n"
 }
 
-/// The figures as a text table, one row per policy.
+/// The columns of the figures table.
+pub const COLUMNS: [&str; 14] = [
+    "policy",
+    "done",
+    "wait avg",
+    "p50",
+    "p99",
+    "to capacity",
+    "worker-s",
+    "idle",
+    "cost",
+    "starts",
+    "stops",
+    "peak",
+    "decisions",
+    "failed",
+];
+
+/// The figures as table cells, one row per policy (shared by the terminal and the HTML report).
+pub fn rows(runs: &[Run]) -> Vec<Vec<String>> {
+    runs.iter()
+        .map(|r| {
+            let f = &r.figures;
+            let ttc: Vec<String> = f.time_to_capacity_ms.iter().map(|t| t.map_or("never".into(), seconds)).collect();
+            vec![
+                r.label.clone(),
+                format!("{}/{}", f.tasks_done, f.tasks_arrived),
+                seconds(f.queue_wait_ms.mean as u64),
+                seconds(f.queue_wait_ms.p50),
+                seconds(f.queue_wait_ms.p99),
+                if ttc.is_empty() { "-".into() } else { ttc.join(",") },
+                format!("{:.0}", f.worker_seconds),
+                format!("{:.0}", f.idle_worker_seconds),
+                format!("{:.0}", f.cost),
+                f.starts.to_string(),
+                f.shutdowns.to_string(),
+                f.peak_groups.to_string(),
+                f.decisions.to_string(),
+                f.decision_failures.to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// The figures as a text table for the terminal.
 pub fn table(runs: &[Run]) -> String {
-    let mut out = format!(
-        "{:<20} {:>11} {:>9} {:>8} {:>8} {:>12} {:>10} {:>10} {:>10} {:>7} {:>7} {:>6} {:>9} {:>6}\n",
-        "policy",
-        "done",
-        "wait avg",
-        "p50",
-        "p99",
-        "to capacity",
-        "worker-s",
-        "idle",
-        "cost",
-        "starts",
-        "stops",
-        "peak",
-        "decisions",
-        "failed"
-    );
-    for r in runs {
-        let f = &r.figures;
-        let ttc: Vec<String> = f.time_to_capacity_ms.iter().map(|t| t.map_or("never".into(), seconds)).collect();
-        out.push_str(&format!(
-            "{:<20} {:>11} {:>9} {:>8} {:>8} {:>12} {:>10.0} {:>10.0} {:>10.0} {:>7} {:>7} {:>6} {:>9} {:>6}\n",
-            r.label,
-            format!("{}/{}", f.tasks_done, f.tasks_arrived),
-            seconds(f.queue_wait_ms.mean as u64),
-            seconds(f.queue_wait_ms.p50),
-            seconds(f.queue_wait_ms.p99),
-            if ttc.is_empty() { "-".into() } else { ttc.join(",") },
-            f.worker_seconds,
-            f.idle_worker_seconds,
-            f.cost,
-            f.starts,
-            f.shutdowns,
-            f.peak_groups,
-            f.decisions,
-            f.decision_failures
-        ));
+    let rows = rows(runs);
+    let width = |i: usize| rows.iter().map(|r| r[i].len()).chain([COLUMNS[i].len()]).max().unwrap_or(0);
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i == 0 { format!("{c:<w$}", w = width(i)) } else { format!("{c:>w$}", w = width(i)) })
+            .collect();
+        padded.join("  ") + "\n"
+    };
+    let mut out = line(COLUMNS.to_vec());
+    for row in &rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
 }
@@ -227,6 +247,6 @@ pub fn write_report(dir: &Path, settings: &Settings, runs: &[Run]) -> anyhow::Re
         workload::format_duration(settings.duration_ms),
         settings.seed
     );
-    let html = report::html(dir, &title, &table(runs), &charts)?;
+    let html = report::html(dir, &title, &rows(runs), &charts)?;
     Ok([vec![summary], curves, charts, vec![html]].concat())
 }

@@ -116,7 +116,7 @@ fn draw(dir: &Path, chart: &Chart, until_ms: u64) -> anyhow::Result<PathBuf> {
 }
 
 /// `report.html`: the figures table and every chart, embedded, so the file opens from disk anywhere.
-pub fn html(dir: &Path, title: &str, table: &str, charts: &[PathBuf]) -> anyhow::Result<PathBuf> {
+pub fn html(dir: &Path, title: &str, rows: &[Vec<String>], charts: &[PathBuf]) -> anyhow::Result<PathBuf> {
     let mut images = String::new();
     for chart in charts {
         let bytes = std::fs::read(chart)?;
@@ -127,10 +127,16 @@ pub fn html(dir: &Path, title: &str, table: &str, charts: &[PathBuf]) -> anyhow:
         ));
     }
     let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let cells = |tag: &str, row: &mut dyn Iterator<Item = &str>| -> String {
+        row.map(|c| format!("<{tag}>{}</{tag}>", escape(c))).collect::<String>()
+    };
+    let mut table = format!("<tr>{}</tr>\n", cells("th", &mut super::COLUMNS.iter().copied()));
+    for row in rows {
+        table.push_str(&format!("<tr>{}</tr>\n", cells("td", &mut row.iter().map(String::as_str))));
+    }
     let page = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>body{{font-family:sans-serif;max-width:1040px;margin:2em auto;color:#222}}pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}img{{max-width:100%;border:1px solid #ddd}}figure{{margin:1.5em 0}}</style></head>\n<body><h1>{t}</h1>\n<pre>{table}</pre>\n{images}</body></html>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>body{{font-family:sans-serif;max-width:1040px;margin:2em auto;color:#222}}table{{border-collapse:collapse;font-size:14px}}td,th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}}td:first-child,th:first-child{{text-align:left}}img{{max-width:100%;border:1px solid #ddd}}figure{{margin:1.5em 0}}</style></head>\n<body><h1>{t}</h1>\n<p>Times are queue waits (arrival to start) and time to capacity after each burst; worker-s is the integral of connected workers, cost prices it per adapter.</p>\n<table>\n{table}</table>\n{images}</body></html>\n",
         t = escape(title),
-        table = escape(table),
     );
     let path = dir.join("report.html");
     std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
