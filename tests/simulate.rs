@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::{binary, decisions, live_groups, submit, up, wait_for};
+use common::cluster::{binary, config, decisions, live_groups, submit, up, wait_for};
 use serde_json::Value;
 
 fn simulate(dir: &Path, args: &[&str]) -> String {
@@ -174,10 +174,8 @@ fn simulator_and_scheduler_share_the_scaling_core() {
     let simulated = commands(&dir.join("sim").join("decisions-vanilla.jsonl"));
 
     let log = dir.join("real.jsonl");
-    let config = format!(
-        "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"scaling=vanilla\"\ntick_ms = 100\ndecision_log = \"{}\"\n\n[scaling.params]\nupper_task_ratio = 1\nlower_task_ratio = 1\n\n[[adapter]]\ntype = \"native\"\nid = \"pool\"\nmax_worker_groups = 4\nworkers_per_group = 1\ngrace_ms = 500\n",
-        log.display()
-    );
+    let tables = "[scaling.params]\nupper_task_ratio = 1\nlower_task_ratio = 1\n\n[[adapter]]\ntype = \"native\"\nid = \"pool\"\nmax_worker_groups = 4\nworkers_per_group = 1\ngrace_ms = 500\n";
+    let config = config("scaling=vanilla", 100, Some(&log), tables);
     let (_up, address, admin) = up(&dir, "up", &config);
     let a = {
         let address = address.clone();

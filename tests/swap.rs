@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::{Proc, binary, decisions, http_post, live_groups, status, submit, up, wait_for};
+use common::cluster::{Proc, binary, config, decisions, http_post, live_groups, status, submit, up, wait_for};
 use ebbtide::policy::{builtin, component};
 use serde_json::Value;
 
@@ -53,10 +53,8 @@ fn swaps_under_load_lose_nothing() {
     let vanilla = builtin_bytes("vanilla");
     std::fs::write(&policy, &vanilla).unwrap();
     let log = dir.join("decisions.jsonl");
-    let config = format!(
-        "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"scaling=policy.wasm\"\ntick_ms = 50\ndecision_log = \"{}\"\n\n[scaling.params]\nupper_task_ratio = 4\n\n{NATIVE_ADAPTER}",
-        log.display()
-    );
+    let tables = format!("[scaling.params]\nupper_task_ratio = 4\n\n{NATIVE_ADAPTER}");
+    let config = config("scaling=policy.wasm", 50, Some(&log), &tables);
     let (up, address, admin) = up(&dir, "up", &config);
     let client =
         std::thread::spawn(move || submit(&address, &["--function", "sleep", "--payload", "5", "--count", "2000"]));
@@ -180,10 +178,10 @@ fn state_survives_a_swap() {
     let buffer = builtin_bytes("buffer");
     std::fs::write(&policy, &buffer).unwrap();
     let log = dir.join("decisions.jsonl");
-    let config = format!(
-        "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"scaling=buffer.wasm\"\ntick_ms = 50\ndecision_log = \"{}\"\n\n[scaling.params]\nadapter_id = \"pool\"\ntarget_buffer = 0\nmin_ready = 0\nscale_down_stabilization_ms = {WINDOW_MS}\n\n{NATIVE_ADAPTER}",
-        log.display()
+    let tables = format!(
+        "[scaling.params]\nadapter_id = \"pool\"\ntarget_buffer = 0\nmin_ready = 0\nscale_down_stabilization_ms = {WINDOW_MS}\n\n{NATIVE_ADAPTER}"
     );
+    let config = config("scaling=buffer.wasm", 50, Some(&log), &tables);
     let (_up, address, admin) = up(&dir, "up", &config);
     let summary = submit(&address, &["--function", "sleep", "--payload", "200", "--count", "4"]);
     assert_eq!(summary["done"], 4, "{summary}");
@@ -224,10 +222,10 @@ fn state_survives_a_swap() {
 fn fallback_engages_and_clears_on_a_good_swap() {
     let dir = common::temp_dir("swap-fallback");
     let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
-    let config = format!(
-        "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"scaling={}\"\ntick_ms = 50\n\n[scaling.params]\nmode = \"trap-when-busy\"\n\n[scaling.limits]\nmax_consecutive_failures = 2\nfallback = \"vanilla\"\n\n{NATIVE_ADAPTER}",
-        hostile.display()
+    let tables = format!(
+        "[scaling.params]\nmode = \"trap-when-busy\"\n\n[scaling.limits]\nmax_consecutive_failures = 2\nfallback = \"vanilla\"\n\n{NATIVE_ADAPTER}"
     );
+    let config = config(&format!("scaling={}", hostile.display()), 50, None, &tables);
     let (_up, address, admin) = up(&dir, "up", &config);
     assert_eq!(status(&admin)["fallback_active"], false);
     // The hostile policy never starts anything and fails while there is work; the fallback starts
@@ -260,10 +258,8 @@ fn fallback_engages_and_clears_on_a_good_swap() {
 fn replay_reproduces_a_run_and_compares_another_policy() {
     let dir = common::temp_dir("replay");
     let log = dir.join("decisions.jsonl");
-    let config = format!(
-        "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"scaling=vanilla\"\ntick_ms = 50\ndecision_log = \"{}\"\n\n[scaling.params]\nupper_task_ratio = 2\n\n{NATIVE_ADAPTER}",
-        log.display()
-    );
+    let tables = format!("[scaling.params]\nupper_task_ratio = 2\n\n{NATIVE_ADAPTER}");
+    let config = config("scaling=vanilla", 50, Some(&log), &tables);
     let (_up, address, admin) = up(&dir, "up", &config);
     let summary = submit(&address, &["--function", "sleep", "--payload", "100", "--count", "40"]);
     assert_eq!(summary["done"], 40, "{summary}");
@@ -308,10 +304,10 @@ fn shadow_decides_beside_the_active_policy_and_is_never_executed() {
     let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
     for (shadow, params) in [("no", ""), (hostile.to_str().unwrap(), "mode = \"trap\"")] {
         let log = dir.join(format!("decisions-{}.jsonl", params.len()));
-        let config = format!(
-            "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"scaling=vanilla\"\ntick_ms = 50\ndecision_log = \"{}\"\n\n[scaling.params]\nupper_task_ratio = 2\n\n[scaling.shadow]\npolicy = \"{shadow}\"\n\n[scaling.shadow.params]\n{params}\n\n{NATIVE_ADAPTER}",
-            log.display()
+        let tables = format!(
+            "[scaling.params]\nupper_task_ratio = 2\n\n[scaling.shadow]\npolicy = \"{shadow}\"\n\n[scaling.shadow.params]\n{params}\n\n{NATIVE_ADAPTER}"
         );
+        let config = config("scaling=vanilla", 50, Some(&log), &tables);
         let (_up, address, admin) = up(&dir, "up", &config);
         let summary = submit(&address, &["--function", "sleep", "--payload", "100", "--count", "20"]);
         assert_eq!(summary["done"], 20, "{summary}");

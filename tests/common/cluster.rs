@@ -187,3 +187,12 @@ pub fn live_groups(admin: &str) -> u64 {
     let s = status(admin);
     ["starting", "running", "draining"].iter().map(|k| s["groups"][k].as_u64().unwrap()).sum()
 }
+
+/// A configuration for `up` on loopback (any port, admin on): the `[scheduler]` table with this
+/// policy, tick and decision log, then `tables` (params, limits, adapters) as they are.
+pub fn config(policy_content: &str, tick_ms: u64, log: Option<&Path>, tables: &str) -> String {
+    let log = log.map(|l| format!("decision_log = \"{}\"\n", l.display())).unwrap_or_default();
+    format!(
+        "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"{policy_content}\"\ntick_ms = {tick_ms}\n{log}\n{tables}"
+    )
+}
