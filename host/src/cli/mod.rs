@@ -2,6 +2,7 @@
 
 pub mod config;
 mod demo;
+mod new;
 mod peers;
 pub mod policy;
 mod replay;

@@ -86,6 +86,13 @@ pub enum PolicyCommand {
     )]
     Swap(super::swap::SwapArgs),
 
+    /// Start a policy project in Rust, Python, JavaScript or C: it builds with its build.sh, passes its
+    /// starter vectors and is accepted by `policy check` as generated.
+    #[command(
+        after_help = "Examples:\n  ebbtide policy new my_policy --lang python\n  ebbtide policy new gpu_pool --lang rust --dir policies/gpu_pool\n\nThe starter is the queue_depth example (docs/authoring.md), renamed; edit it from there."
+    )]
+    New(super::new::NewArgs),
+
     /// Write a built-in's component to a file: a starting point for hot-swap tests.
     #[command(after_help = "Example:\n  ebbtide policy export vanilla -o vanilla.wasm")]
     Export {
@@ -130,6 +137,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<Outcome> {
         }
         PolicyCommand::Export { name, output } => export(&name, &output),
         PolicyCommand::Swap(args) => super::swap::run(args),
+        PolicyCommand::New(args) => super::new::run(args),
     }
 }
 
@@ -266,16 +274,25 @@ fn run_bench(
         bail!("--iterations: expected at least 1, got 0");
     }
     let source = PolicySource::parse(spec, None)?;
+    let started = std::time::Instant::now();
     let policy = source.load(CallLimits::default())?;
+    let compile_ms = started.elapsed().as_secs_f64() * 1e3;
     let builtin = source.builtin();
     let params = params.unwrap_or_else(|| sample::params(&policy.info.name));
     let snapshot = sample::snapshot(size);
-    let report = bench::run(policy, builtin.map(|b| b.native), params, &snapshot, iterations)?;
+    let report = bench::run(policy, compile_ms, builtin.map(|b| b.native), params, &snapshot, iterations)?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(Outcome::Success);
     }
     println!("{} ({}), {size:?} snapshot, {} decisions each:", report.policy, &report.digest[..16], iterations);
+    println!(
+        "  component {} KB, loaded (compile, checks, describe) in {:.0} ms, instantiates in {} us ({})",
+        report.size_bytes / 1000,
+        report.compile_ms,
+        report.instantiate_us,
+        if report.reuses_instance { "the scheduler keeps one instance" } else { "a fresh instance per decision" }
+    );
     println!("  fresh instance   median {:>9.1} us   p99 {:>9.1} us", report.fresh_median_us, report.fresh_p99_us);
     println!("  reused instance  median {:>9.1} us   p99 {:>9.1} us", report.reused_median_us, report.reused_p99_us);
     if let (Some(native), Some(overhead)) = (report.native_median_us, report.overhead_us) {

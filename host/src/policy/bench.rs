@@ -16,6 +16,13 @@ use super::component::LoadedPolicy;
 pub struct BenchReport {
     pub policy: String,
     pub digest: String,
+    pub size_bytes: usize,
+    /// Loading: compiling, checking and `describe`, as the scheduler does on a swap.
+    pub compile_ms: f64,
+    /// The fastest instantiation at load.
+    pub instantiate_us: u64,
+    /// Whether the scheduler keeps one instance between decisions for this policy.
+    pub reuses_instance: bool,
     pub iterations: usize,
     pub fresh_median_us: f64,
     pub fresh_p99_us: f64,
@@ -28,6 +35,7 @@ pub struct BenchReport {
 
 pub fn run(
     policy: std::sync::Arc<LoadedPolicy>,
+    compile_ms: f64,
     native: Option<NativeDecide>,
     params: &str,
     snapshot: &Snapshot,
@@ -62,6 +70,10 @@ pub fn run(
     Ok(BenchReport {
         policy: policy.info.name.clone(),
         digest: policy.digest.clone(),
+        size_bytes: policy.size,
+        compile_ms,
+        instantiate_us: policy.instantiate_us,
+        reuses_instance: policy.prefers_reuse(),
         iterations,
         fresh_median_us: percentile(&mut fresh_us, 0.5),
         fresh_p99_us: percentile(&mut fresh_us, 0.99),

@@ -19,6 +19,12 @@ use super::{PolicyError, call};
 /// Compiled components kept by digest, so a reload or swap back to a known version costs nothing.
 const COMPILED_CACHE_SIZE: usize = 32;
 
+/// Above this instantiation time a policy keeps one instance between decisions. Below it (a Rust
+/// guest takes about 15 us) every decision gets a fresh instance: nothing a policy keeps in memory
+/// can leak from one decision into the next, so a decision log replays exactly. Interpreted guests
+/// (Python, JavaScript) take milliseconds to instantiate and are worth keeping.
+pub const REUSE_ABOVE_US: u64 = 100;
+
 /// A policy ready to run: prepared once, instantiated per call. Immutable; swap it whole.
 pub struct LoadedPolicy {
     /// sha256 of the component bytes, hex.
@@ -28,6 +34,8 @@ pub struct LoadedPolicy {
     pub imports: Vec<String>,
     pub exports: Vec<String>,
     pub limits: CallLimits,
+    /// The fastest of a few instantiations at load, in microseconds.
+    pub instantiate_us: u64,
     pub(super) pre: ScalingPolicyPre<StoreState>,
     /// `decide` inside the policy export, called directly with the fast-lowering snapshot.
     pub(super) decide_export: ComponentExportIndex,
@@ -71,11 +79,28 @@ impl LoadedPolicy {
             imports,
             exports,
             limits,
+            instantiate_us: 0,
             pre,
         };
         policy.info = call::describe(&policy)?;
+        policy.instantiate_us = (0..3)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                policy.instantiate().map(|_| started.elapsed().as_micros() as u64)
+            })
+            .collect::<Result<Vec<u64>, _>>()?
+            .into_iter()
+            .min()
+            .unwrap_or(0);
         policy.label = format!("{}@{}", policy.info.name, &policy.digest[..12]).into();
         Ok(policy)
+    }
+}
+
+impl LoadedPolicy {
+    /// Whether deciding should keep one instance between decisions (see [`REUSE_ABOVE_US`]).
+    pub fn prefers_reuse(&self) -> bool {
+        self.instantiate_us > REUSE_ABOVE_US
     }
 }
 

@@ -58,8 +58,9 @@ impl Deciding {
             source,
             params: serde_json::from_str(&params).unwrap_or_default(),
         });
-        // One instance kept between decisions; replaced after any failure.
-        Deciding { decider: Decider::new(policy, true), params, by }
+        // A costly instance is kept between decisions (and replaced after any failure); a cheap one is not.
+        let reuse = policy.prefers_reuse();
+        Deciding { decider: Decider::new(policy, reuse), params, by }
     }
 }
 

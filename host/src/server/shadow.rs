@@ -36,7 +36,8 @@ impl Shadow {
         std::thread::Builder::new()
             .name("ebbtide-shadow".into())
             .spawn(move || {
-                let mut decider = Decider::new(policy, true);
+                let reuse = policy.prefers_reuse();
+                let mut decider = Decider::new(policy, reuse);
                 let mut state = Vec::new();
                 for job in rx {
                     let answer = match decider.decide(&params, &job.snapshot, &state) {

@@ -83,7 +83,7 @@ impl<'a> World<'a> {
             groups: BTreeMap::new(),
             workers: BTreeMap::new(),
             next_peer: CLIENT + 1,
-            decider: Decider::new(policy.policy.clone(), true),
+            decider: Decider::new(policy.policy.clone(), policy.policy.prefers_reuse()),
             params: policy.params.clone(),
             by: DecidedBy {
                 digest: policy.policy.digest.clone(),

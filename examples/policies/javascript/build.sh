@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds queue_depth.wasm here from app.js.
+#   default:   componentize-js (SpiderMonkey), installed from npm into node_modules on first use;
+#   QUICKJS=1: componentize-qjs (QuickJS), installed with cargo into .tools on first use: much smaller.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ -n "${QUICKJS:-}" ]; then
+    [ -x .tools/bin/componentize-qjs ] || cargo install --quiet --locked --root .tools componentize-qjs-cli@"$(cat qjs-version)"
+    .tools/bin/componentize-qjs --wit ../../../wit --world scaling-policy --js app.js --output queue_depth.wasm
+else
+    if [ ! -d node_modules/@bytecodealliance/componentize-js ]; then
+        if [ -f package-lock.json ]; then npm ci --silent --no-audit --no-fund; else npm install --silent --no-audit --no-fund; fi
+    fi
+    node build.mjs
+fi
+echo "wrote $(pwd)/queue_depth.wasm ($(stat -c %s queue_depth.wasm) bytes)"
