@@ -8,15 +8,17 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 tools="$PWD/.tools"
-[ -x "$tools/bin/wit-bindgen" ] || cargo install --quiet --locked --root "$tools" wit-bindgen-cli@0.61.1
-[ -x "$tools/bin/wasm-tools" ] || cargo install --quiet --locked --root "$tools" wasm-tools@1.243.0
+# wit-bindgen and wasm-tools already on PATH are used as they are.
+export PATH="$tools/bin:$PATH"
+command -v wit-bindgen >/dev/null || cargo install --quiet --locked --root "$tools" wit-bindgen-cli@0.61.1
+command -v wasm-tools >/dev/null || cargo install --quiet --locked --root "$tools" wasm-tools@1.243.0
 [ -f "$tools/adapter.wasm" ] || cargo run --quiet --release --manifest-path adapter/Cargo.toml --target-dir "$tools/target" -- "$tools/adapter.wasm"
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m ziglang version >/dev/null 2>&1; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet ziglang==0.15.1
 fi
-"$tools/bin/wit-bindgen" c ../../../wit --world scaling-policy --out-dir "$tools/gen" >/dev/null
+out=$(wit-bindgen c ../../../wit --world scaling-policy --out-dir "$tools/gen" 2>&1) || { echo "$out" >&2; exit 1; }
 .venv/bin/python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 -s -I "$tools/gen" \
     queue_depth.c "$tools/gen/scaling_policy.c" "$tools/gen/scaling_policy_component_type.o" -o "$tools/core.wasm"
-"$tools/bin/wasm-tools" component new "$tools/core.wasm" --adapt "wasi_snapshot_preview1=$tools/adapter.wasm" -o queue_depth.wasm
+wasm-tools component new "$tools/core.wasm" --adapt "wasi_snapshot_preview1=$tools/adapter.wasm" -o queue_depth.wasm
 echo "wrote $(pwd)/queue_depth.wasm ($(stat -c %s queue_depth.wasm) bytes)"
