@@ -52,7 +52,8 @@ fn build_and_check(dir: &Path, component: &Path, vectors: &Path, env: &[(&str, P
     }
     run(&mut build, &format!("{}/build.sh", dir.display()));
     let passed = format!("{} passed, 0 failed", steps(vectors));
-    let out = run(Command::new(binary()).args(["policy", "test", "--policy"]).arg(component).arg(vectors), "policy test");
+    let out =
+        run(Command::new(binary()).args(["policy", "test", "--policy"]).arg(component).arg(vectors), "policy test");
     assert!(out.contains(&passed), "{}: {out}", component.display());
     let out = run(Command::new(binary()).args(["policy", "check"]).arg(component), "policy check");
     assert!(out.trim_end().ends_with("accepted"), "{out}");
@@ -73,7 +74,8 @@ fn example_and_scaffold(lang: &str) {
     let name = format!("starter_{flag}");
     run(Command::new(binary()).current_dir(&parent).args(["policy", "new", &name, "--lang", flag]), "policy new");
     let project = parent.join(&name);
-    let path = format!("{}:{}", example.join(".tools").join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let path =
+        format!("{}:{}", example.join(".tools").join("bin").display(), std::env::var("PATH").unwrap_or_default());
     let env = [("PATH", PathBuf::from(path)), ("CARGO_TARGET_DIR", example.join("target"))];
     build_and_check(&project, &project.join(format!("{name}.wasm")), &project.join(format!("{name}.json")), &env);
 }

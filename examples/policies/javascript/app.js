@@ -1,8 +1,9 @@
 // queue_depth: enough workers for `target_tasks_per_worker` unfinished tasks each, scaling down one
 // idle group at a time once `cooldown_ms` has passed since the last start.
 //
-// The same policy is written in Rust, Python and C beside this folder. Built with jco against
-// ../../../wit (see build.sh). WIT u64 values (times, group ids) are BigInts here.
+// The same policy is written in Rust, Python and C beside this folder. Built against ../../../wit
+// (see build.sh). WIT u64 values (times, group ids) are BigInts in componentize-js and may be
+// Numbers in componentize-qjs: they go through BigInt() before any arithmetic.
 
 const PARAMS = {
   // name: [kind shown to users, default, doc]
@@ -64,26 +65,28 @@ export const policy = {
 
 function decide(p, s, state) {
   const adapters = new Map(s.adapters.map((a) => [a.id, a]));
-  const wpg = (g) => (g.adapter !== undefined && adapters.has(g.adapter) ? adapters.get(g.adapter).workersPerGroup : 0);
+  const wpg = (g) => (g.adapter != null && adapters.has(g.adapter) ? adapters.get(g.adapter).workersPerGroup : 0);
   const cap = (g) => (g.state === "running" ? g.workers : g.state === "starting" ? Math.max(g.workers, wpg(g)) : 0);
 
   const tasks = s.taskGroups.reduce((sum, t) => sum + t.pending + t.running, 0);
   const workers = s.workerGroups.reduce((sum, g) => sum + cap(g), 0);
   const need = Math.ceil(tasks / p.target_tasks_per_worker);
+  const nowMs = BigInt(s.nowMs);
   const commands = [];
   const diagnostics = [];
 
   if (need > workers) {
     if (place(need - workers, s, p.max_starts_per_tick, commands, diagnostics) > 0) {
-      state = new TextEncoder().encode(STATE_PREFIX + s.nowMs.toString());
+      state = ascii(STATE_PREFIX + nowMs.toString());
     }
   } else if (need < workers) {
     const lastStart = readState(state);
-    if (lastStart !== null && s.nowMs - lastStart < BigInt(p.cooldown_ms)) {
+    if (lastStart !== null && nowMs - lastStart < BigInt(p.cooldown_ms)) {
       diagnostics.push({ code: "cooldown", message: `a group started less than ${p.cooldown_ms} ms ago` });
     } else {
-      const idle = s.workerGroups.filter((g) => g.adapter !== undefined && g.state === "running" && g.queuedTasks === 0);
-      idle.sort((a, b) => (a.idleMs !== b.idleMs ? (b.idleMs > a.idleMs ? 1 : -1) : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      const idle = s.workerGroups.filter((g) => g.adapter != null && g.state === "running" && g.queuedTasks === 0);
+      const order = (x, y) => (x < y ? -1 : x > y ? 1 : 0);
+      idle.sort((a, b) => order(BigInt(b.idleMs), BigInt(a.idleMs)) || order(BigInt(a.id), BigInt(b.id)));
       const victim = idle.find((g) => workers - cap(g) >= need);
       if (victim !== undefined) commands.push({ tag: "shutdown", val: victim.id });
     }
@@ -115,9 +118,12 @@ function place(need, s, maxStarts, commands, diagnostics) {
   return started;
 }
 
+// The state is ASCII; encoded by hand, as QuickJS has no TextEncoder.
+const ascii = (text) => Uint8Array.from(text, (c) => c.charCodeAt(0));
+
 // `last_start_ms` as a BigInt, or null for empty or foreign state.
 function readState(state) {
-  const text = new TextDecoder().decode(state);
+  const text = String.fromCharCode(...state);
   if (!text.startsWith(STATE_PREFIX)) return null;
   try {
     return BigInt(text.slice(STATE_PREFIX.length));

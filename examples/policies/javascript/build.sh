@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 if [ -n "${QUICKJS:-}" ]; then
     [ -x .tools/bin/componentize-qjs ] || cargo install --quiet --locked --root .tools componentize-qjs-cli@"$(cat qjs-version)"
-    .tools/bin/componentize-qjs --wit ../../../wit --world scaling-policy --js app.js --output queue_depth.wasm
+    # --sync: the component-model async ABI is not enabled in the scheduler's runtime.
+    .tools/bin/componentize-qjs --wit ../../../wit --world scaling-policy --js app.js --sync --output queue_depth.wasm >/dev/null
 else
     if [ ! -d node_modules/@bytecodealliance/componentize-js ]; then
         if [ -f package-lock.json ]; then npm ci --silent --no-audit --no-fund; else npm install --silent --no-audit --no-fund; fi

@@ -34,7 +34,7 @@ pub struct LoadedPolicy {
     pub imports: Vec<String>,
     pub exports: Vec<String>,
     pub limits: CallLimits,
-    /// The fastest of a few instantiations at load, in microseconds.
+    /// What a fresh instance costs over a kept one, measured at load, in microseconds.
     pub instantiate_us: u64,
     pub(super) pre: ScalingPolicyPre<StoreState>,
     /// `decide` inside the policy export, called directly with the fast-lowering snapshot.
@@ -83,15 +83,7 @@ impl LoadedPolicy {
             pre,
         };
         policy.info = call::describe(&policy)?;
-        policy.instantiate_us = (0..3)
-            .map(|_| {
-                let started = std::time::Instant::now();
-                policy.instantiate().map(|_| started.elapsed().as_micros() as u64)
-            })
-            .collect::<Result<Vec<u64>, _>>()?
-            .into_iter()
-            .min()
-            .unwrap_or(0);
+        policy.instantiate_us = call::fresh_instance_cost_us(&policy)?;
         policy.label = format!("{}@{}", policy.info.name, &policy.digest[..12]).into();
         Ok(policy)
     }
