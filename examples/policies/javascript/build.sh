@@ -9,9 +9,9 @@ if [ -n "${QUICKJS:-}" ]; then
     # --sync: the component-model async ABI is not enabled in the scheduler's runtime.
     .tools/bin/componentize-qjs --wit ../../../wit --world scaling-policy --js app.js --sync --output queue_depth.wasm >/dev/null
 else
-    if [ ! -d node_modules/@bytecodealliance/componentize-js ]; then
-        if [ -f package-lock.json ]; then npm ci --silent --no-audit --no-fund; else npm install --silent --no-audit --no-fund; fi
-    fi
+    # npm install, not npm ci: the lock pins the versions, and npm ci refuses a lock whose optional
+    # per-platform packages were resolved on another machine.
+    [ -d node_modules/@bytecodealliance/componentize-js ] || npm install --silent --no-audit --no-fund
     node build.mjs
 fi
 echo "wrote $(pwd)/queue_depth.wasm ($(stat -c %s queue_depth.wasm) bytes)"

@@ -43,8 +43,17 @@ macro_rules! example {
 
 const RUST: Template = example!("rust", "Cargo.toml", "src/lib.rs", "build.sh", ".gitignore", "README.md");
 const PYTHON: Template = example!("python", "app.py", "requirements.txt", "build.sh", ".gitignore", "README.md");
-const JS: Template =
-    example!("javascript", "app.js", "build.mjs", "package.json", "qjs-version", "build.sh", ".gitignore", "README.md");
+const JS: Template = example!(
+    "javascript",
+    "app.js",
+    "build.mjs",
+    "package.json",
+    "package-lock.json",
+    "qjs-version",
+    "build.sh",
+    ".gitignore",
+    "README.md"
+);
 const C: Template =
     example!("c", "queue_depth.c", "build.sh", ".gitignore", "README.md", "adapter/Cargo.toml", "adapter/src/main.rs");
 const WIT: &str = include_str!("../../../wit/policy.wit");
