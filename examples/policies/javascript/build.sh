@@ -11,7 +11,7 @@ if [ -n "${QUICKJS:-}" ]; then
 else
     # npm install, not npm ci: the lock pins the versions, and npm ci refuses a lock whose optional
     # per-platform packages were resolved on another machine.
-    [ -d node_modules/@bytecodealliance/componentize-js ] || npm install --silent --no-audit --no-fund
+    [ -d node_modules/@bytecodealliance/componentize-js ] || npm install --no-audit --no-fund --loglevel=error
     node build.mjs
 fi
 echo "wrote $(pwd)/queue_depth.wasm ($(stat -c %s queue_depth.wasm) bytes)"
