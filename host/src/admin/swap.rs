@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AdminState;
-use crate::policy::candidate::Origin;
+use crate::policy::candidate::{self, Origin};
 use crate::policy::{PolicySource, ScalingLimits};
 use crate::server::swap::{SwapRequest, SwapTrigger};
 
@@ -76,8 +76,5 @@ fn parse(headers: &HeaderMap, query: SwapQuery, body: &[u8]) -> Result<SwapReque
 
 /// Params must be a JSON object.
 fn object(text: &str) -> Result<String, String> {
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) if v.is_object() => Ok(text.to_owned()),
-        _ => Err(format!("params: expected a JSON object such as {{\"upper_task_ratio\": 8}}, got {text}")),
-    }
+    candidate::json_object(text).map(|()| text.to_owned())
 }

@@ -146,7 +146,10 @@ impl SchedulerArgs {
         let limits = file.scaling.limits.clone().unwrap_or_default();
         limits.validate().map_err(|e| anyhow::anyhow!("[scaling.limits] {e}"))?;
         let params = match &self.params {
-            Some(json) => params_object(json).with_context(|| "--params")?,
+            Some(json) => {
+                candidate::json_object(json).map_err(|e| anyhow::anyhow!("--params: {e}"))?;
+                json.clone()
+            }
             None => serde_json::to_string(&file.scaling.params.clone().unwrap_or_default())?,
         };
         let shadow = file
@@ -171,15 +174,6 @@ impl SchedulerArgs {
         }
         Ok(tick_ms)
     }
-}
-
-/// `--params`: must be a JSON object.
-fn params_object(json: &str) -> anyhow::Result<String> {
-    let value: serde_json::Value = serde_json::from_str(json).with_context(|| format!("{json:?} is not JSON"))?;
-    if !value.is_object() {
-        bail!("expected a JSON object such as '{{\"upper_task_ratio\": 8}}', got {json}");
-    }
-    Ok(json.to_owned())
 }
 
 impl PolicySpec {

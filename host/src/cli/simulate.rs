@@ -133,11 +133,7 @@ fn contenders(specs: &[String], default_params: &str) -> anyhow::Result<Vec<Cont
             Some(i) => (&spec[..i], &spec[i + 1..]),
             None => (spec.as_str(), default_params),
         };
-        let value: serde_json::Value =
-            serde_json::from_str(params).with_context(|| format!("--policy {spec:?}: the params are not JSON"))?;
-        if !value.is_object() {
-            bail!("--policy {spec:?}: params must be a JSON object, e.g. vanilla:{{\"upper_task_ratio\": 4}}");
-        }
+        crate::policy::candidate::json_object(params).map_err(|e| anyhow::anyhow!("--policy {spec:?}: {e}"))?;
         let source = PolicySource::parse(name, None)?;
         let base = match &source {
             PolicySource::Builtin(n) => n.to_string(),

@@ -114,17 +114,18 @@ pub fn prepare(
     Ok(Candidate { policy, origin, params, limits, fallback })
 }
 
+/// Params are a JSON object; the error says so, with an example.
+pub fn json_object(params: &str) -> Result<(), String> {
+    match serde_json::from_str::<serde_json::Value>(params) {
+        Ok(v) if v.is_object() => Ok(()),
+        _ => Err(format!("params must be a JSON object such as {{\"upper_task_ratio\": 8}}, got {params}")),
+    }
+}
+
 /// `validate(params)`, after checking they are a JSON object.
 pub fn check_params(policy: &LoadedPolicy, params: &str) -> Result<(), Rejection> {
     let reject = |e: String| Rejection::new(Stage::Validate, e);
-    match serde_json::from_str::<serde_json::Value>(params) {
-        Ok(v) if v.is_object() => {}
-        _ => {
-            return Err(reject(format!(
-                "params must be a JSON object such as {{\"upper_task_ratio\": 8}}, got {params}"
-            )));
-        }
-    }
+    json_object(params).map_err(reject)?;
     match policy.validate(params) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(errors)) => {
