@@ -38,7 +38,7 @@ pub fn run() -> anyhow::Result<()> {
     let file = FileConfig::parse(CONFIG)?;
     let settings = SchedulerArgs::default().resolve(&file, None)?;
     super::runtime()?.block_on(async {
-        let (launched, adapters) = bring_up(&file, settings).await?;
+        let (launched, adapters) = bring_up(&file, settings, None).await?;
         let result = show(&launched).await;
         adapters.stop().await;
         result

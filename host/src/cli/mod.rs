@@ -105,8 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let base = args.config.as_deref().and_then(|p| p.parent()).map(|p| p.to_path_buf());
             let settings = args.resolve(&file, base.as_deref())?;
             runtime()?.block_on(async {
-                let launched = scheduler::launch(settings).await?;
-                scheduler::reload_on_hangup(launched.handle, args.clone(), args.config.clone());
+                scheduler::launch(settings, Some((args.clone(), args.config.clone()))).await?;
                 scheduler::stop_requested().await;
                 anyhow::Ok(())
             })?;

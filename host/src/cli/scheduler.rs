@@ -206,8 +206,12 @@ pub struct Launched {
     pub admin: Option<SocketAddr>,
 }
 
-/// Starts the scheduler (and admin HTTP) on the current runtime and prints where it listens.
-pub async fn launch(settings: Settings) -> anyhow::Result<Launched> {
+/// What SIGHUP re-reads: the command's flags and its configuration file.
+pub type Reload = (SchedulerArgs, Option<PathBuf>);
+
+/// Starts the scheduler (and admin HTTP) on the current runtime and prints where it listens; with
+/// `reload`, SIGHUP re-reads the configuration (its handler is in place before the print).
+pub async fn launch(settings: Settings, reload: Option<Reload>) -> anyhow::Result<Launched> {
     let host = settings.address.host.clone();
     let spec = settings.policy;
     let (policy, shadow) = tokio::task::spawn_blocking(move || spec.load()).await??;
@@ -224,6 +228,9 @@ pub async fn launch(settings: Settings) -> anyhow::Result<Launched> {
         Some(a) => Some(crate::admin::serve(a, handle.clone(), settings.token).await?),
         None => None,
     };
+    if let Some((args, config)) = reload {
+        reload_on_hangup(handle.clone(), args, config);
+    }
     match admin {
         Some(a) => println!("ebbtide scheduler listening on {address} (admin http://{a})"),
         None => println!("ebbtide scheduler listening on {address}"),
@@ -242,11 +249,12 @@ pub async fn stop_requested() {
 
 /// Re-reads the configuration on every SIGHUP: the policy goes through the swap pipeline (and stays
 /// if anything is wrong), the tick and allocation apply at once. Other keys need a restart.
-pub fn reload_on_hangup(handle: Handle, args: SchedulerArgs, config: Option<PathBuf>) {
+/// The handler is in place when this returns (a SIGHUP before it would end the process).
+fn reload_on_hangup(handle: Handle, args: SchedulerArgs, config: Option<PathBuf>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return tracing::warn!("cannot listen for SIGHUP; swap with POST /policy instead");
+    };
     tokio::spawn(async move {
-        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            return tracing::warn!("cannot listen for SIGHUP; swap with POST /policy instead");
-        };
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: re-reading the configuration");
             let read = || -> anyhow::Result<(PolicySpec, Allocate, u64)> {

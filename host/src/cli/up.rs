@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::config::{AdapterSection, FileConfig, parse_capabilities};
-use super::scheduler::{Launched, SchedulerArgs, launch, reload_on_hangup, stop_requested};
+use super::scheduler::{Launched, Reload, SchedulerArgs, launch, stop_requested};
 use crate::adapter::native::{self, NativeOptions};
 use crate::protocol::Address;
 
@@ -61,9 +61,13 @@ impl Adapters {
 }
 
 /// Reads the file and launches the scheduler and its adapters.
-pub async fn bring_up(file: &FileConfig, settings: super::scheduler::Settings) -> anyhow::Result<(Launched, Adapters)> {
+pub async fn bring_up(
+    file: &FileConfig,
+    settings: super::scheduler::Settings,
+    reload: Option<Reload>,
+) -> anyhow::Result<(Launched, Adapters)> {
     let token = settings.token.clone().unwrap_or_default();
-    let launched = launch(settings).await?;
+    let launched = launch(settings, reload).await?;
     let adapters = Adapters::start(&file.adapter, &launched.address, &token)?;
     Ok((launched, adapters))
 }
@@ -72,8 +76,7 @@ pub fn run(config: &Path, args: SchedulerArgs) -> anyhow::Result<()> {
     let file = FileConfig::read(config)?;
     let settings = args.resolve(&file, config.parent())?;
     super::runtime()?.block_on(async {
-        let (launched, adapters) = bring_up(&file, settings).await?;
-        reload_on_hangup(launched.handle, args.clone(), Some(config.to_path_buf()));
+        let (_launched, adapters) = bring_up(&file, settings, Some((args.clone(), Some(config.to_path_buf())))).await?;
         stop_requested().await;
         eprintln!("stopping: shutting down every group ...");
         adapters.stop().await;

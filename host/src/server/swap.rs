@@ -116,15 +116,21 @@ pub(crate) fn spawn(
         digest: initial.policy.digest.clone(),
     };
     let own_jobs = tx.clone();
+    // Watching starts here, before the scheduler says it is listening, so no early change is missed.
+    let mut watch = None;
+    rewatch(&mut watch, &configured.origin, &own_jobs);
     std::thread::Builder::new()
         .name("ebbtide-swap".into())
         .spawn(move || {
-            let mut watch = None;
-            rewatch(&mut watch, &configured.origin, &own_jobs);
             for job in rx {
-                let Some(outcome) = run(job, &mut configured, &policy_jobs, &last) else { continue };
+                let Some(outcome) = run(job, &mut configured, &last) else { continue };
                 match outcome {
-                    Ok(()) => rewatch(&mut watch, &configured.origin, &own_jobs),
+                    Ok((candidate, ticket)) => {
+                        // Watch the new file before the swap is reported, so that a change right
+                        // after the report is seen.
+                        rewatch(&mut watch, &configured.origin, &own_jobs);
+                        let _ = policy_jobs.send(PolicyJob::Install(candidate, ticket));
+                    }
                     Err(rejected) => {
                         if events.send(Event::SwapRejected(rejected)).is_err() {
                             break;
@@ -138,13 +144,12 @@ pub(crate) fn spawn(
 }
 
 /// One request through the pipeline. `None`: nothing to report (a file that has not changed, or is
-/// still being written); `Ok`: handed to the policy thread; `Err`: rejected.
+/// still being written); `Ok`: the candidate to install; `Err`: rejected.
 fn run(
     job: SwapJob,
     configured: &mut Configured,
-    policy_jobs: &std_mpsc::Sender<PolicyJob>,
     last: &LastSnapshot,
-) -> Option<Result<(), Rejected>> {
+) -> Option<Result<(Box<Candidate>, Ticket), Rejected>> {
     let SwapJob { request, ticket, seen } = job;
     let origin = request.origin.unwrap_or_else(|| configured.origin.clone());
     let params = request.params.unwrap_or_else(|| configured.params.clone());
@@ -168,8 +173,7 @@ fn run(
                 &candidate.policy.digest[..12]
             );
             *configured = Configured { origin, params, limits, digest: candidate.policy.digest.clone() };
-            let _ = policy_jobs.send(PolicyJob::Install(Box::new(candidate), ticket));
-            Some(Ok(()))
+            Some(Ok((Box::new(candidate), ticket)))
         }
         Err(rejection) => {
             if still_changing(&origin, seen) {
