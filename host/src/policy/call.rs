@@ -221,6 +221,13 @@ impl Decider {
         Decider { policy, reuse, instance: None }
     }
 
+    /// Keeps an instance only where instantiation is costly (see `LoadedPolicy::prefers_reuse`):
+    /// what the scheduler, the shadow and the simulator all do.
+    pub fn preferred(policy: Arc<LoadedPolicy>) -> Self {
+        let reuse = policy.prefers_reuse();
+        Decider::new(policy, reuse)
+    }
+
     pub fn policy(&self) -> &Arc<LoadedPolicy> {
         &self.policy
     }

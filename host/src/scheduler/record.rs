@@ -43,6 +43,13 @@ pub struct DecidedBy {
     pub params: serde_json::Value,
 }
 
+impl DecidedBy {
+    /// `params` is the JSON text the policy decides with.
+    pub fn new(digest: &str, source: String, params: &str) -> Self {
+        DecidedBy { digest: digest.to_owned(), source, params: serde_json::from_str(params).unwrap_or_default() }
+    }
+}
+
 /// A shadow policy's decision beside the active one's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ShadowVerdict {

@@ -65,7 +65,6 @@ pub(crate) enum Event {
         reason: String,
     },
     Status(oneshot::Sender<(ShellStatus, Status)>),
-    DecideNow,
     /// The policy thread answered a decision.
     Decided {
         input: Input,
@@ -99,10 +98,6 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         self.events.send(Event::Status(tx)).ok()?;
         rx.await.ok()
-    }
-
-    pub fn decide_now(&self) {
-        let _ = self.events.send(Event::DecideNow);
     }
 
     /// Runs a swap request through the pipeline; the outcome arrives once it is installed or rejected.
@@ -239,7 +234,6 @@ impl EventLoop {
                 };
                 let _ = reply.send((shell, self.core.status()));
             }
-            Event::DecideNow => self.core.handle(now, Input::DecideNow),
             Event::Decided { input, by } => {
                 if let Input::Decided { seq, .. } = &input {
                     self.decided_by.insert(*seq, by);

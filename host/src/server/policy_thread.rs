@@ -53,14 +53,8 @@ impl Deciding {
         } else {
             candidate.origin.label()
         };
-        let by = Arc::new(DecidedBy {
-            digest: policy.digest.clone(),
-            source,
-            params: serde_json::from_str(&params).unwrap_or_default(),
-        });
-        // A costly instance is kept between decisions (and replaced after any failure); a cheap one is not.
-        let reuse = policy.prefers_reuse();
-        Deciding { decider: Decider::new(policy, reuse), params, by }
+        let by = Arc::new(DecidedBy::new(&policy.digest, source, &params));
+        Deciding { decider: Decider::preferred(policy), params, by }
     }
 }
 

@@ -36,8 +36,7 @@ impl Shadow {
         std::thread::Builder::new()
             .name("ebbtide-shadow".into())
             .spawn(move || {
-                let reuse = policy.prefers_reuse();
-                let mut decider = Decider::new(policy, reuse);
+                let mut decider = Decider::preferred(policy);
                 let mut state = Vec::new();
                 for job in rx {
                     let answer = match decider.decide(&params, &job.snapshot, &state) {
