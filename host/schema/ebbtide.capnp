@@ -62,6 +62,14 @@ struct WorkerHeartbeat {
   group @1 :UInt64;
   # The tasks the worker holds right now.
   assigned @2 :List(UInt64);
+  # Named gauges the worker reports (its latest value of each); the scheduler keeps the latest per
+  # worker and gives the policy each group's mean in `snapshot.metrics`.
+  gauges @3 :List(Gauge);
+}
+
+struct Gauge {
+  name @0 :Text;
+  value @1 :Float64;
 }
 
 struct AdapterHeartbeat {

@@ -56,12 +56,14 @@ pub struct TaskResult {
     pub output: Vec<u8>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WorkerHeartbeat {
     pub capabilities: CapMap,
     /// `None`: a worker started by hand, part of an unmanaged group.
     pub group: Option<u64>,
     pub assigned: Vec<u64>,
+    /// Named gauges reported by the worker: its latest value of each.
+    pub gauges: Vec<(String, f64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +90,7 @@ pub struct CommandResponse {
     pub message: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Message {
     Hello(Hello),
     Welcome { peer_id: u64 },
@@ -185,9 +187,15 @@ fn encode_into(message: &Message, mut root: wire::message::Builder<'_>) {
             let mut b = root.init_worker_heartbeat();
             b.set_group(h.group.unwrap_or(0));
             set_caps(b.reborrow().init_capabilities(caps_len(&h.capabilities)), &h.capabilities);
-            let mut assigned = b.init_assigned(h.assigned.len() as u32);
+            let mut assigned = b.reborrow().init_assigned(h.assigned.len() as u32);
             for (i, id) in h.assigned.iter().enumerate() {
                 assigned.set(i as u32, *id);
+            }
+            let mut gauges = b.init_gauges(h.gauges.len() as u32);
+            for (i, (name, value)) in h.gauges.iter().enumerate() {
+                let mut g = gauges.reborrow().get(i as u32);
+                g.set_name(name);
+                g.set_value(*value);
             }
         }
         Message::AdapterHeartbeat(h) => {
@@ -281,6 +289,11 @@ fn decode_from(root: wire::message::Reader<'_>) -> Result<Message, ProtocolError
                 capabilities: caps(h.get_capabilities()?)?,
                 group: Some(h.get_group()).filter(|g| *g != 0),
                 assigned: h.get_assigned()?.iter().collect(),
+                gauges: h
+                    .get_gauges()?
+                    .iter()
+                    .map(|g| Ok((text(g.get_name())?, g.get_value())))
+                    .collect::<Result<_, ProtocolError>>()?,
             })
         }
         Which::AdapterHeartbeat(h) => {
@@ -355,11 +368,13 @@ mod tests {
             capabilities: caps.clone(),
             group: Some(3),
             assigned: vec![1, 2],
+            gauges: vec![("kv_cache".into(), 0.5), ("ttft_ms".into(), 120.0)],
         }));
         roundtrip(Message::WorkerHeartbeat(WorkerHeartbeat {
             capabilities: CapMap::new(),
             group: None,
             assigned: vec![],
+            gauges: vec![],
         }));
         roundtrip(Message::AdapterHeartbeat(AdapterHeartbeat {
             max_worker_groups: 8,

@@ -185,7 +185,7 @@ impl<'a> World<'a> {
                     let worker = self.new_peer();
                     self.workers.insert(worker, SimWorker { adapter, task: None });
                     self.join(worker, Role::Worker, &format!("{}-{id}-{n}", self.fleet[adapter].id));
-                    let hb = WorkerHeartbeat { capabilities: caps.clone(), group: Some(id), assigned: vec![] };
+                    let hb = WorkerHeartbeat { capabilities: caps.clone(), group: Some(id), assigned: vec![], gauges: vec![] };
                     self.core.handle(self.now, Input::Message { peer: worker, message: Message::WorkerHeartbeat(hb) });
                 }
             }

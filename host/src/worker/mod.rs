@@ -37,7 +37,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<Option<String>> {
         tokio::spawn(async move {
             loop {
                 let assigned = holding.lock().expect("not poisoned").iter().copied().collect();
-                let hb = WorkerHeartbeat { capabilities: capabilities.clone(), group, assigned };
+                let hb = WorkerHeartbeat { capabilities: capabilities.clone(), group, assigned, gauges: vec![] };
                 if !outbox.send(&Message::WorkerHeartbeat(hb)) {
                     break;
                 }
