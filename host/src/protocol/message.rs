@@ -7,7 +7,6 @@ use ebbtide_sdk::CapMap;
 
 use super::ProtocolError;
 use super::ebbtide_capnp as wire;
-use super::framing::MAX_FRAME_BYTES;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -132,8 +131,10 @@ impl Message {
 
     /// Decodes one frame as read by [`read_frame`](super::framing::read_frame).
     pub fn decode(frame: &[u8]) -> Result<Message, ProtocolError> {
+        // Reading costs at most a few times the frame's own size: a tiny frame that points many
+        // times at the same data (an amplification attack) is refused, not traversed for milliseconds.
         let mut options = ReaderOptions::new();
-        options.traversal_limit_in_words(Some(MAX_FRAME_BYTES / 8)).nesting_limit(16);
+        options.traversal_limit_in_words(Some((frame.len() / 8 * 4).max(1024))).nesting_limit(16);
         let reader = capnp::serialize::read_message_from_flat_slice(&mut &frame[..], options)?;
         decode_from(reader.get_root()?)
     }

@@ -25,8 +25,16 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub enum ProtocolError {
     #[error("connection error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("frame of {claimed} bytes exceeds the limit of {limit} bytes")]
-    TooLarge { claimed: u64, limit: usize },
+    #[error("frame of {claimed} bytes exceeds the limit of {limit} bytes ({setting})")]
+    TooLarge { claimed: u64, limit: usize, setting: &'static str },
+    #[error("a frame stalled: its rest did not arrive within {} ms (frame_timeout_ms)", .0.as_millis())]
+    Stalled(std::time::Duration),
+    #[error(
+        "HTTP on a protocol connection: the scheduler's protocol address (`address`, tcp://HOST:PORT, for \
+         clients, workers and adapters) and its admin HTTP address (`admin_address`, for /status, /metrics \
+         and the dashboard) are different ports; check which one this is"
+    )]
+    Http,
     #[error("frame claims {0} segments; at most {max} are accepted", max = framing::MAX_SEGMENTS)]
     TooManySegments(u64),
     #[error("connection closed in the middle of a frame")]
