@@ -10,6 +10,7 @@ use ebbtide_sdk::Snapshot;
 use serde::Serialize;
 
 use super::limits::ScalingLimits;
+use super::source::ReadRules;
 use super::{LoadedPolicy, PolicyError, PolicySource, SourceError, builtin};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -75,9 +76,16 @@ impl Origin {
         }
     }
 
-    pub fn read(&self) -> Result<Arc<Vec<u8>>, Rejection> {
+    /// The candidate's bytes, read under `rules` (an upload is held to the same size cap).
+    pub fn read(&self, rules: &ReadRules) -> Result<Arc<Vec<u8>>, Rejection> {
         match self {
-            Origin::Source(s) => s.read().map(Arc::new).map_err(|e| Rejection::new(Stage::Read, e.to_string())),
+            Origin::Source(s) => {
+                s.read_with(rules).map(Arc::new).map_err(|e| Rejection::new(Stage::Read, e.to_string()))
+            }
+            Origin::Upload(bytes) if bytes.len() > rules.max_bytes => Err(Rejection::new(
+                Stage::Read,
+                format!("the upload is {} bytes, over the limit of {} (max_policy_bytes)", bytes.len(), rules.max_bytes),
+            )),
             Origin::Upload(bytes) => Ok(bytes.clone()),
         }
     }

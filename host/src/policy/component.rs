@@ -4,7 +4,9 @@
 //! component); compile (once per digest, cached); world and version check; link (`InstancePre`);
 //! `describe()` within the limits. A `LoadedPolicy` is prepared once and instantiated per call.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use ebbtide_sdk::PolicyInfo;
 use sha2::{Digest, Sha256};
@@ -59,8 +61,12 @@ impl LoadedPolicy {
     pub fn load(bytes: &[u8], limits: CallLimits) -> Result<LoadedPolicy, PolicyError> {
         check_header(bytes)?;
         let digest = digest(bytes);
-        let component = compile(bytes, &digest)?;
+        let (component, cached) = compile(bytes, &digest)?;
         let (imports, exports) = check_world(&component)?;
+        if !cached {
+            // Only what passed the world check is kept.
+            remember(&digest, &component);
+        }
         let pre = linker()
             .instantiate_pre(&component)
             .map_err(|e| PolicyError::Incompatible(format!("the component's imports cannot be satisfied: {e:#}")))?;
@@ -125,19 +131,74 @@ fn check_header(bytes: &[u8]) -> Result<(), PolicyError> {
     Ok(())
 }
 
-fn compile(bytes: &[u8], digest: &str) -> Result<Component, PolicyError> {
-    static CACHE: Mutex<Vec<(String, Component)>> = Mutex::new(Vec::new());
+/// Compiled components, by digest, that passed the world check.
+static CACHE: Mutex<Vec<(String, Component)>> = Mutex::new(Vec::new());
+/// `compile_timeout_ms` (see [`set_compile_timeout`]).
+static COMPILE_TIMEOUT_MS: AtomicU64 = AtomicU64::new(120_000);
+/// A compile that outlived its timeout and still runs: Cranelift cannot be stopped, so no other
+/// compile starts until it ends (one runaway at most, never a pile of them).
+static ABANDONED_COMPILE: AtomicBool = AtomicBool::new(false);
+
+/// Bounds every later compile (`compile_timeout_ms` of `[limits]`).
+pub fn set_compile_timeout(timeout: Duration) {
+    COMPILE_TIMEOUT_MS.store(timeout.as_millis() as u64, Ordering::Relaxed);
+}
+
+/// The compiled component, and whether it came from the cache.
+fn compile(bytes: &[u8], digest: &str) -> Result<(Component, bool), PolicyError> {
     if let Some((_, c)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(d, _)| d == digest) {
-        return Ok(c.clone());
+        return Ok((c.clone(), true));
     }
-    let component = Component::new(engine(), bytes)
-        .map_err(|e| PolicyError::InvalidComponent(format!("the component does not compile: {e:#}")))?;
+    if ABANDONED_COMPILE.load(Ordering::Relaxed) {
+        return Err(PolicyError::InvalidComponent(
+            "an earlier compile that exceeded compile_timeout_ms is still running; try again when it ends".into(),
+        ));
+    }
+    let timeout_ms = COMPILE_TIMEOUT_MS.load(Ordering::Relaxed);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Set (under its lock) when the caller gave up waiting; the compile thread then clears the flag.
+    let given_up = Arc::new(Mutex::new(false));
+    let owned = bytes.to_vec();
+    let thread_given_up = given_up.clone();
+    std::thread::Builder::new()
+        .name("ebbtide-compile".into())
+        .spawn(move || {
+            let result = Component::new(engine(), &owned);
+            let given_up = thread_given_up.lock().unwrap_or_else(|e| e.into_inner());
+            if *given_up {
+                ABANDONED_COMPILE.store(false, Ordering::Relaxed);
+            } else {
+                let _ = tx.send(result);
+            }
+        })
+        .map_err(|e| PolicyError::InvalidComponent(format!("cannot start a compile thread: {e}")))?;
+    let result = match rx.recv_timeout(Duration::from_millis(timeout_ms)) {
+        Ok(result) => result,
+        Err(_) => {
+            let mut given_up = given_up.lock().unwrap_or_else(|e| e.into_inner());
+            match rx.try_recv() {
+                Ok(result) => result,
+                Err(_) => {
+                    *given_up = true;
+                    ABANDONED_COMPILE.store(true, Ordering::Relaxed);
+                    return Err(PolicyError::InvalidComponent(format!(
+                        "compiling took longer than {timeout_ms} ms (compile_timeout_ms); the component is too large or too complex"
+                    )));
+                }
+            }
+        }
+    };
+    result
+        .map(|component| (component, false))
+        .map_err(|e| PolicyError::InvalidComponent(format!("the component does not compile: {e:#}")))
+}
+
+fn remember(digest: &str, component: &Component) {
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() >= COMPILED_CACHE_SIZE {
         cache.remove(0);
     }
     cache.push((digest.to_owned(), component.clone()));
-    Ok(component)
 }
 
 /// The component must export `ebbtide:policy/policy@0.1.0` and import only what the host provides.
@@ -174,6 +235,7 @@ fn linker() -> &'static Linker<StoreState> {
         let mut linker = Linker::new(engine());
         // Both only fail on duplicate definitions, which this function never makes.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("WASI links once");
+        super::sandbox::add_virtual_sleep(&mut linker).expect("the clock overrides link once");
         ScalingPolicy::add_to_linker::<StoreState, wasmtime::component::HasSelf<StoreState>>(&mut linker, |s| s)
             .expect("the host interface links once");
         linker

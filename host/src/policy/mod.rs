@@ -29,4 +29,4 @@ pub use call::Decider;
 pub use component::LoadedPolicy;
 pub use error::PolicyError;
 pub use limits::{CallLimits, ScalingLimits};
-pub use source::{PolicySource, SourceError};
+pub use source::{PolicySource, ReadRules, SourceError};

@@ -3,6 +3,11 @@
 //! the guest's captured output, and the host's `log` import.
 //!
 //! Policies are pure by contract; this makes them pure in fact, so a recorded call replays exactly.
+//!
+//! Time cannot be used to stall a call either: epoch interruption stops guest code at its deadline,
+//! but not a host call that blocks, so every way to wait (`subscribe-duration`, `subscribe-instant`,
+//! and through them `poll` and `pollable.block`) is replaced ([`add_virtual_sleep`]): a wait of zero
+//! is ready at once, and any longer wait fails the call at once with a message that says why.
 
 use std::io;
 use std::pin::Pin;
@@ -10,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamError, subscribe};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::ebbtide::policy::host::{Host, Level};
@@ -103,31 +108,90 @@ impl Host for StoreState {
     }
 }
 
-/// `StoreLimits` plus a record of whether a memory grow was refused, so a failed call can be told
-/// apart as a memory error rather than a plain trap.
+/// Caps an instance's memories and tables together (a guest with several memories cannot multiply
+/// its budget), and records whether a grow was refused, so a failed call can be told apart as a
+/// memory error rather than a plain trap.
 pub struct MemoryLimiter {
-    limits: StoreLimits,
+    /// Bytes of linear memory across every memory of the store (one store per instance).
+    memory_bytes: usize,
+    /// Table elements across every table of the store.
+    table_elements: usize,
     pub(super) exceeded: bool,
     pub(super) limit_mib: u64,
 }
 
+/// Table elements allowed per instance: far above what any toolchain emits (a few thousand), far
+/// below what would cost the host real memory.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
 impl MemoryLimiter {
     fn new(limit_mib: u64) -> Self {
-        let limits = StoreLimitsBuilder::new().memory_size((limit_mib << 20) as usize).build();
-        MemoryLimiter { limits, exceeded: false, limit_mib }
+        MemoryLimiter { memory_bytes: 0, table_elements: 0, exceeded: false, limit_mib }
     }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        let total = self.memory_bytes.saturating_sub(current).saturating_add(desired);
+        let allowed = total <= (self.limit_mib << 20) as usize && maximum.is_none_or(|m| desired <= m);
+        if allowed {
+            self.memory_bytes = total;
+        }
         self.exceeded |= !allowed;
         Ok(allowed)
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        let total = self.table_elements.saturating_sub(current).saturating_add(desired);
+        let allowed = total <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|m| desired <= m);
+        if allowed {
+            self.table_elements = total;
+        }
+        self.exceeded |= !allowed;
+        Ok(allowed)
     }
+}
+
+/// Replaces WASI's monotonic-clock subscriptions. Inside a policy the clock stands still at zero, so
+/// a wait could only ever end by the host's real timer, holding the call (and the scheduler's one
+/// decision in flight) past its deadline where epoch interruption cannot reach it. A zero wait (a
+/// runtime polling its event loop) is ready at once; any other wait fails the call at once.
+pub fn add_virtual_sleep(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap("subscribe-duration", |store: StoreContextMut<'_, StoreState>, (nanos,): (u64,)| {
+        Ok((no_waiting(store, nanos)?,))
+    })?;
+    // Instants are on the frozen clock, which reads 0: an instant is a wait of that many nanoseconds.
+    clock.func_wrap("subscribe-instant", |store: StoreContextMut<'_, StoreState>, (instant,): (u64,)| {
+        Ok((no_waiting(store, instant)?,))
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The interface `wasmtime_wasi::p2::add_to_linker_sync` defines (guests importing any 0.2.x match it).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+fn no_waiting(mut store: StoreContextMut<'_, StoreState>, nanos: u64) -> wasmtime::Result<Resource<DynPollable>> {
+    if nanos > 0 {
+        wasmtime::bail!(
+            "the policy tried to sleep for {} ms; a policy cannot wait: its clocks stand still at 0 and a call must \
+             return within its deadline",
+            nanos.div_ceil(1_000_000)
+        );
+    }
+    let table = &mut store.data_mut().table;
+    let deadline = table.push(PassedDeadline)?;
+    subscribe(table, deadline)
+}
+
+/// A deadline in the past.
+struct PassedDeadline;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for PassedDeadline {
+    async fn ready(&mut self) {}
 }
 
 /// Time stands still inside a policy: both clocks read zero.
@@ -219,5 +283,34 @@ impl tokio::io::AsyncWrite for GuestOutput {
     }
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_cap_counts_every_memory_of_the_instance_together() {
+        let mut limiter = MemoryLimiter::new(4);
+        let mib = 1 << 20;
+        // Two memories of 2 MiB each fill a 4 MiB instance budget; a third cannot even start.
+        assert!(limiter.memory_growing(0, 2 * mib, None).unwrap());
+        assert!(limiter.memory_growing(0, 2 * mib, None).unwrap());
+        assert!(!limiter.memory_growing(0, mib, None).unwrap(), "a third memory exceeds the instance's cap");
+        assert!(limiter.exceeded);
+        // Growing one of them counts only the growth.
+        let mut limiter = MemoryLimiter::new(4);
+        assert!(limiter.memory_growing(0, 3 * mib, None).unwrap());
+        assert!(limiter.memory_growing(3 * mib, 4 * mib, None).unwrap());
+        assert!(!limiter.memory_growing(4 * mib, 5 * mib, None).unwrap());
+    }
+
+    #[test]
+    fn tables_are_capped_per_instance_too() {
+        let mut limiter = MemoryLimiter::new(4);
+        assert!(limiter.table_growing(0, MAX_TABLE_ELEMENTS / 2, None).unwrap());
+        assert!(limiter.table_growing(0, MAX_TABLE_ELEMENTS / 2, None).unwrap());
+        assert!(!limiter.table_growing(0, 1, None).unwrap());
     }
 }

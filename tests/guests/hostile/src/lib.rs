@@ -2,7 +2,9 @@
 //! `ok` (no commands), `loop` (never returns), `grow` (allocates without end), `trap` (panics),
 //! `trap-when-busy` (panics only while tasks are pending or running, so it passes a swap's dry run),
 //! `huge` (ten million commands), `snoop` (reports what it can see of env, args, files and clocks),
-//! `echo` (returns the snapshot it received, as JSON, in its state).
+//! `echo` (returns the snapshot it received, as JSON, in its state), `sleep` (sleeps for an hour),
+//! `sleep-when-busy` (sleeps for an hour only while tasks are pending or running), `sleep-in-validate`
+//! (sleeps for an hour while its params are validated).
 
 use ebbtide_sdk::{Command, Decision, ParamReader, ParamSpec, Policy, PolicyInfo, Snapshot};
 
@@ -10,11 +12,24 @@ pub struct Hostile;
 
 const PARAMS: &[ParamSpec] = &[ParamSpec::new(
     "mode",
-    "one of ok, loop, grow, trap, trap-when-busy, huge, snoop, echo",
+    "one of ok, loop, grow, trap, trap-when-busy, huge, snoop, echo, sleep, sleep-when-busy, sleep-in-validate",
     "\"ok\"",
     "how to misbehave",
 )];
-const MODES: &[&str] = &["ok", "loop", "grow", "trap", "trap-when-busy", "huge", "snoop", "echo"];
+const MODES: &[&str] = &[
+    "ok",
+    "loop",
+    "grow",
+    "trap",
+    "trap-when-busy",
+    "huge",
+    "snoop",
+    "echo",
+    "sleep",
+    "sleep-when-busy",
+    "sleep-in-validate",
+];
+const AN_HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Policy for Hostile {
     type Params = String;
@@ -31,6 +46,9 @@ impl Policy for Hostile {
     fn parse_params(json: &str) -> Result<String, Vec<String>> {
         let mut p = ParamReader::new(PARAMS, json)?;
         let mode = p.choice("mode", MODES);
+        if mode == "sleep-in-validate" {
+            std::thread::sleep(AN_HOUR);
+        }
         p.finish(mode)
     }
 
@@ -54,6 +72,12 @@ impl Policy for Hostile {
             "trap-when-busy" => {
                 if snapshot.task_groups.iter().any(|t| t.pending + t.running > 0) {
                     panic!("hostile guest panics on purpose while there is work");
+                }
+            }
+            "sleep" => std::thread::sleep(AN_HOUR),
+            "sleep-when-busy" => {
+                if snapshot.task_groups.iter().any(|t| t.pending + t.running > 0) {
+                    std::thread::sleep(AN_HOUR);
                 }
             }
             "huge" => d.commands = (0..10_000_000u64).map(Command::Shutdown).collect(),
