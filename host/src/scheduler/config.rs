@@ -39,8 +39,10 @@ pub struct CoreConfig {
     /// Host-level caps on each decision (H4), whatever the policy asks.
     pub max_starts_per_tick: u32,
     pub max_shutdowns_per_tick: u32,
-    /// Required in every hello when set.
-    pub token: Option<String>,
+    /// The token each role's hello must carry, when set.
+    pub tokens: Tokens,
+    /// Bounds on what peers can make the scheduler hold.
+    pub limits: super::Limits,
     /// The Unix time in milliseconds at clock value 0, for the wall-clock times in records.
     pub clock_origin_unix_ms: u64,
 }
@@ -55,8 +57,34 @@ impl Default for CoreConfig {
             heartbeat_timeout_ms: 10_000,
             max_starts_per_tick: 1000,
             max_shutdowns_per_tick: 1000,
-            token: None,
+            tokens: Tokens::default(),
+            limits: super::Limits::default(),
             clock_origin_unix_ms: 0,
+        }
+    }
+}
+
+/// The secret each role must present in its hello (`None`: that role needs none). Separate tokens
+/// mean a leaked client token cannot register workers or adapters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub client: Option<String>,
+    pub worker: Option<String>,
+    pub adapter: Option<String>,
+}
+
+impl Tokens {
+    /// One token for every role.
+    pub fn shared(token: Option<String>) -> Tokens {
+        Tokens { client: token.clone(), worker: token.clone(), adapter: token }
+    }
+
+    pub fn for_role(&self, role: crate::protocol::Role) -> Option<&str> {
+        use crate::protocol::Role;
+        match role {
+            Role::Client => self.client.as_deref(),
+            Role::Worker => self.worker.as_deref(),
+            Role::Adapter => self.adapter.as_deref(),
         }
     }
 }

@@ -16,6 +16,10 @@ impl Scheduler {
         if self.workers.contains_key(&peer) {
             return self.touch_worker(peer);
         }
+        if let Err(refusal) = super::tasks::check_names("", &hb.capabilities, &self.config.limits) {
+            self.counters.protocol_errors += 1;
+            return self.close(peer, format!("worker capabilities {refusal}"));
+        }
         let group = match hb.group {
             Some(id) => match self.groups.get(&id) {
                 Some(g) if g.adapter.is_some() => id,
@@ -121,8 +125,10 @@ impl Scheduler {
                 self.membership_owed = true;
             }
         }
-        if let Some(task) = w.task {
-            self.requeue(task);
+        if let Some(task) = w.task
+            && self.holder(task) == Some(peer)
+        {
+            self.requeue(task, Some(&format!("worker {} ({}): {reason}", peer, w.identity)));
         }
     }
 
@@ -147,6 +153,10 @@ impl Scheduler {
             Some(format!("adapter id {name:?} is already connected; every adapter needs a unique id"))
         } else if hb.workers_per_group == 0 {
             Some("workers_per_group must be at least 1".to_owned())
+        } else if let Some(Err(refusal)) =
+            hb.capabilities.as_ref().map(|c| super::tasks::check_names("", c, &self.config.limits))
+        {
+            Some(format!("adapter capabilities {refusal}"))
         } else {
             None
         };

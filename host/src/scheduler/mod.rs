@@ -10,6 +10,7 @@
 
 pub mod config;
 mod fleet;
+pub mod limits;
 mod peers;
 pub(crate) use peers::constant_time_eq;
 pub mod record;
@@ -23,7 +24,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use ebbtide_sdk::{CapMap, Decision, Snapshot, Trigger};
 
-pub use config::{Allocate, CoreConfig};
+pub use config::{Allocate, CoreConfig, Tokens};
+pub use limits::Limits;
 pub use record::DecisionRecord;
 pub use status::{Counters, Status};
 
@@ -87,6 +89,8 @@ struct Peer {
     identity: String,
     /// Said goodbye: its disconnection is expected, not a failure.
     leaving: bool,
+    /// Messages it sent that broke the protocol's rules (each dropped); at `max_violations` it is closed.
+    violations: u32,
 }
 
 struct TaskEntry {
@@ -97,6 +101,8 @@ struct TaskEntry {
     capabilities: CapMap,
     /// The worker holding it, if any.
     worker: Option<PeerId>,
+    /// Attempts so far: 1 + the workers lost while running it; past `max_task_attempts` it fails.
+    attempts: u32,
 }
 
 struct Worker {
@@ -157,6 +163,8 @@ pub struct Scheduler {
     /// The submitting client's id of each task, to route results back.
     by_client: HashMap<(PeerId, u64), TaskId>,
     next_task: TaskId,
+    /// Payload bytes of every task held (queued or running), against `max_queued_bytes`.
+    held_bytes: usize,
 
     workers: HashMap<PeerId, Worker>,
     /// Workers with no task, in a group that may take tasks.
@@ -196,6 +204,7 @@ impl Scheduler {
             queues: BTreeMap::new(),
             by_client: HashMap::new(),
             next_task: 1,
+            held_bytes: 0,
             workers: HashMap::new(),
             idle: BTreeSet::new(),
             groups: BTreeMap::new(),
@@ -234,7 +243,7 @@ impl Scheduler {
         self.now_ms = self.now_ms.max(now_ms);
         match input {
             Input::Connected { peer } => {
-                self.peers.insert(peer, Peer { role: None, identity: String::new(), leaving: false });
+                self.peers.insert(peer, Peer { role: None, identity: String::new(), leaving: false, violations: 0 });
             }
             Input::Message { peer, message } => self.on_message(peer, message),
             Input::Disconnected { peer, reason } => self.on_disconnected(peer, &reason),
@@ -316,8 +325,9 @@ impl Scheduler {
         match p.role {
             Some(Role::Worker) => self.remove_worker(peer, reason),
             Some(Role::Adapter) => self.remove_adapter(peer, reason, p.leaving),
-            // A client's tasks keep running when it leaves (fire and forget); their results are dropped.
-            Some(Role::Client) | None => {}
+            // Nobody is left to receive a client's results: its queued tasks are dropped, running ones cancelled.
+            Some(Role::Client) => self.drop_client_tasks(peer, reason),
+            None => {}
         }
     }
 }

@@ -31,10 +31,14 @@ impl Scheduler {
                 hello.protocol_version
             ));
         }
-        if let Some(token) = &self.config.token
+        if let Some(token) = self.config.tokens.for_role(hello.role)
             && !constant_time_eq(token.as_bytes(), hello.token.as_bytes())
         {
-            return Err("the hello carries a wrong or missing token".into());
+            return Err(format!(
+                "the hello carries a wrong or missing token for a {} (set by {}_token, or token)",
+                hello.role.as_str(),
+                hello.role.as_str()
+            ));
         }
         if hello.identity.len() > 128 || hello.identity.chars().any(char::is_control) {
             return Err("the identity must be at most 128 printable characters".into());

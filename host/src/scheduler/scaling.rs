@@ -118,14 +118,18 @@ impl Scheduler {
         let group = self.groups.get_mut(&id).expect("checked");
         group.phase = GroupPhase::Draining;
         group.phase_since_ms = now;
-        // H2: no new tasks; what its workers hold goes back to pending and runs elsewhere.
+        // H2: no new tasks; what its workers hold goes back to pending and runs elsewhere. The
+        // workers keep running their copies until they stop: the first result to arrive completes
+        // the task, and the other holder is told to cancel.
         let workers: Vec<_> = group.workers.iter().copied().collect();
         group.busy = 0;
         group.idle_since_ms = now;
         for worker in workers {
             self.idle.remove(&worker);
-            if let Some(task) = self.workers.get_mut(&worker).and_then(|w| w.task.take()) {
-                self.requeue(task);
+            if let Some(task) = self.workers.get(&worker).and_then(|w| w.task)
+                && self.holder(task) == Some(worker)
+            {
+                self.requeue(task, None);
             }
         }
         if let Some(peer) = self.adapters.get(&adapter).map(|a| a.peer) {

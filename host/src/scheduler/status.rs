@@ -25,6 +25,10 @@ pub struct Counters {
     pub tasks_requeued: u64,
     pub misses: u64,
     pub protocol_errors: u64,
+    /// Messages dropped for breaking a rule, by kind (the peer is closed at `max_violations`).
+    pub protocol_violations: std::collections::BTreeMap<&'static str, u64>,
+    /// Submissions refused by a quota (`max_queued_tasks` and the like).
+    pub tasks_refused: u64,
     /// Decision latency in microseconds, over [`LATENCY_BUCKETS_US`].
     pub latency_us: Histogram,
 }

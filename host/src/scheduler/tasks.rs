@@ -11,9 +11,14 @@ impl Scheduler {
         if self.by_client.contains_key(&(client, task.id)) {
             return self.reply(client, task.id, TaskStatus::Failed, b"duplicate task id from this client".to_vec());
         }
+        if let Err(refusal) = self.admissible(&task) {
+            self.counters.tasks_refused += 1;
+            return self.reply(client, task.id, TaskStatus::Failed, refusal.into_bytes());
+        }
         let id = self.next_task;
         self.next_task += 1;
         self.by_client.insert((client, task.id), id);
+        self.held_bytes += task.payload.len();
         self.tasks.insert(
             id,
             TaskEntry {
@@ -23,6 +28,7 @@ impl Scheduler {
                 payload: task.payload,
                 capabilities: task.capabilities,
                 worker: None,
+                attempts: 1,
             },
         );
         self.counters.tasks_submitted += 1;
@@ -33,37 +39,120 @@ impl Scheduler {
         }
     }
 
+    /// The quotas a submission must fit in; the refusal names the setting that bounds it.
+    fn admissible(&self, task: &Task) -> Result<(), String> {
+        let l = &self.config.limits;
+        if self.tasks.len() >= l.max_queued_tasks {
+            return Err(format!(
+                "refused: the scheduler holds {} tasks, its limit (max_queued_tasks = {}); retry later",
+                self.tasks.len(),
+                l.max_queued_tasks
+            ));
+        }
+        if self.held_bytes + task.payload.len() > l.max_queued_bytes {
+            return Err(format!(
+                "refused: the payloads held would exceed {} bytes (max_queued_bytes); retry later",
+                l.max_queued_bytes
+            ));
+        }
+        check_names(&task.function, &task.capabilities, l)?;
+        if !self.queues.contains_key(&task.capabilities) && self.queues.len() >= l.max_capability_sets {
+            return Err(format!(
+                "refused: {} distinct capability sets are pending, the limit (max_capability_sets)",
+                l.max_capability_sets
+            ));
+        }
+        Ok(())
+    }
+
     pub(super) fn cancel(&mut self, client: PeerId, client_id: u64) {
-        let Some(id) = self.by_client.remove(&(client, client_id)) else { return };
-        let Some(task) = self.tasks.remove(&id) else { return };
+        let Some(&id) = self.by_client.get(&(client, client_id)) else { return };
+        let Some(task) = self.forget(id) else { return };
         match task.worker {
-            // The worker finishes it; its result is then ignored.
-            Some(worker) => self.release_worker(worker),
+            // The worker stays busy until it confirms it stopped (its result for the task).
+            Some(worker) => self.send(worker, Message::TaskCancel(id)),
             None => self.unqueue(id, &task.capabilities),
         }
         self.counters.tasks_cancelled += 1;
         self.reply(client, client_id, TaskStatus::Cancelled, Vec::new());
     }
 
+    /// A result counts only from a worker that was given the task and has not reported it yet: its
+    /// holder, or the worker of a draining group whose copy was requeued (the first result wins, and
+    /// the other holder is told to cancel). Anything else is forged or stale: dropped, counted, and
+    /// the sender closed if it keeps at it.
     pub(super) fn task_result(&mut self, worker: PeerId, result: TaskResult) {
         self.touch_worker(worker);
-        let held = self.workers.get(&worker).and_then(|w| w.task) == Some(result.id);
-        if held {
-            self.release_worker(worker);
+        let running = self.workers.get(&worker).and_then(|w| w.task) == Some(result.id);
+        if !running {
+            return self.violation(worker, "result-not-held", format!("a result for task {} it does not hold", result.id));
         }
-        // A result for a task that was requeued meanwhile still completes it (at least once).
-        let Some(task) = self.tasks.remove(&result.id) else { return };
+        self.release_worker(worker);
+        // Gone already: cancelled, or its client left. The worker confirmed it stopped.
+        let Some(task) = self.forget(result.id) else { return };
         match task.worker {
-            Some(other) if other != worker => self.release_worker(other),
+            // Requeued from a draining group and running again elsewhere: that copy is not needed.
+            // Its worker stays busy until it confirms it stopped.
+            Some(other) if other != worker => self.send(other, Message::TaskCancel(result.id)),
             None => self.unqueue(result.id, &task.capabilities),
             _ => {}
         }
-        self.by_client.remove(&(task.client, task.client_id));
         match result.status {
             TaskStatus::Done => self.counters.tasks_done += 1,
             _ => self.counters.tasks_failed += 1,
         }
         self.reply(task.client, task.client_id, result.status, result.output);
+    }
+
+    /// Removes a task from the table (not from its queue) and from the held-bytes count.
+    fn forget(&mut self, id: TaskId) -> Option<TaskEntry> {
+        let task = self.tasks.remove(&id)?;
+        self.by_client.remove(&(task.client, task.client_id));
+        self.held_bytes -= task.payload.len();
+        Some(task)
+    }
+
+    /// A client left: its queued tasks are dropped and its running ones cancelled.
+    pub(super) fn drop_client_tasks(&mut self, client: PeerId, reason: &str) {
+        let ids: std::collections::HashSet<TaskId> =
+            self.by_client.iter().filter(|((c, _), _)| *c == client).map(|(_, id)| *id).collect();
+        if ids.is_empty() {
+            return tracing::debug!(peer = client, "client gone: {reason}");
+        }
+        for id in &ids {
+            if let Some(task) = self.forget(*id)
+                && let Some(worker) = task.worker
+            {
+                self.send(worker, Message::TaskCancel(*id));
+            }
+        }
+        // One pass over the queues, not one per task: a client may leave with a million queued.
+        self.queues.retain(|_, queue| {
+            queue.retain(|id| !ids.contains(id));
+            !queue.is_empty()
+        });
+        self.counters.tasks_cancelled += ids.len() as u64;
+        tracing::info!(peer = client, "client gone ({reason}): {} of its tasks dropped or cancelled", ids.len());
+    }
+
+    /// A peer broke a rule that is not worth a connection at once: the message is dropped and
+    /// counted by kind; at `max_violations` the peer is closed.
+    pub(super) fn violation(&mut self, peer: PeerId, kind: &'static str, what: String) {
+        *self.counters.protocol_violations.entry(kind).or_default() += 1;
+        let limit = self.config.limits.max_violations;
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.violations += 1;
+        let count = p.violations;
+        tracing::debug!(peer, kind, "protocol violation: {what}");
+        if count == limit {
+            self.counters.protocol_errors += 1;
+            self.close(peer, format!("{count} protocol violations (max_violations = {limit}); the last: {what}"));
+        }
+    }
+
+    /// The worker a task is assigned to, if it is assigned.
+    pub(super) fn holder(&self, id: TaskId) -> Option<PeerId> {
+        self.tasks.get(&id).and_then(|t| t.worker)
     }
 
     fn reply(&mut self, client: PeerId, client_id: u64, status: TaskStatus, output: Vec<u8>) {
@@ -79,10 +168,29 @@ impl Scheduler {
         }
     }
 
-    /// Puts a task that lost its worker back at the head of its queue, then looks for another worker.
-    pub(super) fn requeue(&mut self, id: TaskId) {
+    /// Puts a task that lost its worker back at the head of its queue, then looks for another worker;
+    /// after `max_task_attempts` lost workers it fails instead (a task that kills its worker would
+    /// otherwise kill the whole fleet, one worker at a time).
+    /// `lost` names why its worker was lost; `None` when the worker is only draining.
+    pub(super) fn requeue(&mut self, id: TaskId, lost: Option<&str>) {
         let Some(task) = self.tasks.get_mut(&id) else { return };
         task.worker = None;
+        let max = self.config.limits.max_task_attempts;
+        if let Some(reason) = lost
+            && task.attempts >= max
+        {
+            let task = self.forget(id).expect("present above");
+            self.counters.tasks_failed += 1;
+            let why = format!(
+                "failed after {} attempts (max_task_attempts = {max}): each worker it ran on was lost; the last: {reason}",
+                task.attempts
+            );
+            tracing::warn!(task = id, "{why}");
+            return self.reply(task.client, task.client_id, TaskStatus::Failed, why.into_bytes());
+        }
+        if lost.is_some() {
+            task.attempts += 1;
+        }
         self.counters.tasks_requeued += 1;
         if !self.place(id) {
             let caps = self.tasks[&id].capabilities.clone();
@@ -210,6 +318,29 @@ impl Scheduler {
     pub(super) fn pending_count(&self) -> usize {
         self.queues.values().map(|q| q.len()).sum()
     }
+}
+
+/// A function name and capability set within `max_name_bytes` and `max_capabilities`.
+pub(super) fn check_names(function: &str, caps: &CapMap, limits: &super::Limits) -> Result<(), String> {
+    let max = limits.max_name_bytes;
+    if function.len() > max {
+        return Err(format!("refused: the function name is {} bytes; at most {max} (max_name_bytes)", function.len()));
+    }
+    if caps.len() > limits.max_capabilities {
+        return Err(format!(
+            "refused: {} capabilities; at most {} (max_capabilities)",
+            caps.len(),
+            limits.max_capabilities
+        ));
+    }
+    if let Some(name) = caps.keys().find(|k| k.len() > max) {
+        return Err(format!(
+            "refused: a capability name of {} bytes ({}...); at most {max} (max_name_bytes)",
+            name.len(),
+            name.chars().take(16).collect::<String>()
+        ));
+    }
+    Ok(())
 }
 
 /// `{gpu=1, linux}` for messages.

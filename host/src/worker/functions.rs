@@ -4,8 +4,9 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::{Task, TaskResult, TaskStatus};
 
-pub const FUNCTIONS: &str = "sleep (payload: milliseconds), spin (busy CPU, payload: milliseconds), echo (returns \
-the payload), fail (fails with the payload as its message), exec (payload: a shell command; only with --allow-exec)";
+pub const FUNCTIONS: &str = "sleep (payload: milliseconds, e.g. 500), spin (busy CPU, payload: milliseconds), echo \
+(returns the payload), fail (fails with the payload as its message), exec (payload: a shell command; only with \
+--allow-exec; its whole process group is killed when it ends or is cancelled)";
 
 pub async fn run(task: &Task, allow_exec: bool) -> TaskResult {
     let (status, output) = match execute(task, allow_exec).await {
@@ -23,15 +24,16 @@ async fn execute(task: &Task, allow_exec: bool) -> Result<Vec<u8>, String> {
         }
         "spin" => {
             let duration = millis(task)?;
-            tokio::task::spawn_blocking(move || {
-                let start = Instant::now();
-                let mut x = 0u64;
-                while start.elapsed() < duration {
+            // Busy in slices, yielding between them, so a cancel (which drops this future) stops it.
+            let start = Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < duration {
+                let slice = Instant::now();
+                while slice.elapsed() < Duration::from_millis(1) {
                     x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
                 }
-            })
-            .await
-            .map_err(|e| format!("spin failed: {e}"))?;
+                tokio::task::yield_now().await;
+            }
             Ok(Vec::new())
         }
         "echo" => Ok(task.payload.clone()),
@@ -43,14 +45,20 @@ async fn execute(task: &Task, allow_exec: bool) -> Result<Vec<u8>, String> {
         "exec" if !allow_exec => Err("exec is disabled on this worker; start it with --allow-exec".to_owned()),
         "exec" => {
             let command = String::from_utf8_lossy(&task.payload).into_owned();
-            let output = tokio::process::Command::new("sh")
+            // Its own process group, killed whole when the task ends or is cancelled, so nothing it
+            // started (a pipeline, a background job) outlives it.
+            let child = tokio::process::Command::new("sh")
                 .arg("-c")
                 .arg(&command)
                 .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .process_group(0)
                 .kill_on_drop(true)
-                .output()
-                .await
+                .spawn()
                 .map_err(|e| format!("cannot run sh: {e}"))?;
+            let _group = ProcessGroup(child.id().map(|pid| pid as i32));
+            let output = child.wait_with_output().await.map_err(|e| format!("sh failed: {e}"))?;
             if output.status.success() {
                 Ok(output.stdout)
             } else {
@@ -67,4 +75,16 @@ fn millis(task: &Task) -> Result<Duration, String> {
         .parse::<u64>()
         .map(Duration::from_millis)
         .map_err(|_| format!("{} expects a number of milliseconds as its payload, got {:?}", task.function, text))
+}
+
+/// Kills a process group when dropped.
+struct ProcessGroup(Option<i32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // The group may be gone already; nothing to do then.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+        }
+    }
 }

@@ -6,10 +6,10 @@ mod functions;
 use std::sync::{Arc, Mutex};
 
 use ebbtide_sdk::CapMap;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::peer::Connection;
-use crate::protocol::{Address, Message, Role, Task, WorkerHeartbeat};
+use crate::protocol::{Address, Message, Role, Task, TaskResult, TaskStatus, WorkerHeartbeat};
 use crate::scheduler::config::HEARTBEAT_INTERVAL;
 
 pub use functions::FUNCTIONS;
@@ -46,14 +46,23 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<Option<String>> {
         })
     };
 
-    // One task at a time, in arrival order.
+    // One task at a time, in arrival order. A cancel stops the running function at once (for `exec`,
+    // its whole process group) and reports it cancelled; only then does the scheduler count the
+    // worker free.
     let (tasks, mut queue) = mpsc::unbounded_channel::<Task>();
+    let cancels = Arc::new(Cancels::default());
     let runner = {
         let allow_exec = options.allow_exec;
+        let cancels = cancels.clone();
         tokio::spawn(async move {
             while let Some(task) = queue.recv().await {
                 *holding.lock().expect("not poisoned") = Some(task.id);
-                let result = functions::run(&task, allow_exec).await;
+                let cancelled = cancels.arm(task.id);
+                let result = tokio::select! {
+                    result = functions::run(&task, allow_exec) => result,
+                    _ = cancelled => TaskResult { id: task.id, status: TaskStatus::Cancelled, output: Vec::new() },
+                };
+                cancels.disarm();
                 *holding.lock().expect("not poisoned") = None;
                 if !outbox.send(&Message::TaskResult(result)) {
                     break;
@@ -67,6 +76,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<Option<String>> {
             Ok(Some(Message::TaskSubmit(task))) => {
                 let _ = tasks.send(task);
             }
+            Ok(Some(Message::TaskCancel(id))) => cancels.cancel(id),
             Ok(Some(Message::Goodbye(reason))) => break Some(reason),
             Ok(Some(other)) => tracing::debug!("ignoring a {} message", other.kind()),
             Ok(None) => break None,
@@ -76,4 +86,49 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<Option<String>> {
     heartbeat.abort();
     runner.abort();
     Ok(reason)
+}
+
+/// Cancels for the task being run, and for tasks cancelled before they started.
+#[derive(Default)]
+struct Cancels(Mutex<CancelState>);
+
+#[derive(Default)]
+struct CancelState {
+    running: Option<(u64, oneshot::Sender<()>)>,
+    /// Cancelled before they began (the scheduler sends one task at a time, so this stays tiny).
+    early: Vec<u64>,
+}
+
+impl Cancels {
+    /// Resolves when task `id` is cancelled (at once if it already was).
+    fn arm(&self, id: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut state = self.0.lock().expect("not poisoned");
+        if let Some(i) = state.early.iter().position(|e| *e == id) {
+            state.early.swap_remove(i);
+            let _ = tx.send(());
+        } else {
+            state.running = Some((id, tx));
+        }
+        rx
+    }
+
+    fn disarm(&self) {
+        self.0.lock().expect("not poisoned").running = None;
+    }
+
+    fn cancel(&self, id: u64) {
+        let mut state = self.0.lock().expect("not poisoned");
+        match state.running.take() {
+            Some((running, tx)) if running == id => {
+                let _ = tx.send(());
+            }
+            other => {
+                state.running = other;
+                if state.early.len() < 64 {
+                    state.early.push(id);
+                }
+            }
+        }
+    }
 }
