@@ -30,7 +30,10 @@ pub struct NativeOptions {
     /// What this adapter's machines offer; `None`: any set.
     pub capabilities: Option<CapMap>,
     pub priority: i32,
+    /// The adapter's own token (`adapter_token` on the scheduler).
     pub token: String,
+    /// The token its workers present (`worker_token` on the scheduler).
+    pub worker_token: String,
     /// Between SIGTERM and SIGKILL.
     pub grace: Duration,
     /// The `ebbtide` binary to run workers with.
@@ -160,7 +163,7 @@ fn spawn_worker(options: &NativeOptions, group_id: u64, capabilities: &CapMap) -
         .arg(options.address.to_string())
         .arg("--group")
         .arg(group_id.to_string())
-        .env("EBBTIDE_TOKEN", &options.token)
+        .env("EBBTIDE_TOKEN", &options.worker_token)
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if !caps.is_empty() {

@@ -15,7 +15,13 @@ pub fn render(shell: &ShellStatus, s: &Status) -> String {
             let _ = writeln!(out, "ebbtide_{name}{labels} {value}");
         }
     };
-    let info = format!(r#"{{name="{}",version="{}",digest="{}"}}"#, policy.name, policy.version, policy.digest);
+    // The name and version come from the guest: escaped, so a policy cannot forge metric lines.
+    let info = format!(
+        r#"{{name="{}",version="{}",digest="{}"}}"#,
+        escape(&policy.name),
+        escape(&policy.version),
+        escape(&policy.digest)
+    );
     metric("policy_info", "gauge", "The active scaling policy.", &[(&info, 1.0)]);
     metric(
         "fallback_active",
@@ -90,6 +96,34 @@ pub fn render(shell: &ShellStatus, s: &Status) -> String {
         &[("", c.protocol_errors as f64)],
     );
 
+    let violations: Vec<(String, f64)> =
+        c.protocol_violations.iter().map(|(kind, n)| (format!(r#"{{kind="{}"}}"#, escape(kind)), *n as f64)).collect();
+    let violations: Vec<(&str, f64)> = violations.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(
+        "protocol_violations_total",
+        "counter",
+        "Messages dropped for breaking a protocol rule, by kind (a peer is closed at max_violations).",
+        &violations,
+    );
+    metric(
+        "tasks_refused_total",
+        "counter",
+        "Submissions refused by a quota (max_queued_tasks, max_queued_bytes, name and capability limits).",
+        &[("", c.tasks_refused as f64)],
+    );
+    if let Some(log) = &shell.decision_log {
+        metric(
+            "decision_log_lines_total",
+            "counter",
+            "Decision log lines by outcome (failed: a write failed; dropped: the disk could not keep up).",
+            &[
+                (r#"{outcome="written"}"#, log.written as f64),
+                (r#"{outcome="failed"}"#, log.failed as f64),
+                (r#"{outcome="dropped"}"#, log.dropped as f64),
+            ],
+        );
+    }
+
     histogram(
         &mut out,
         "decision_seconds",
@@ -120,4 +154,26 @@ fn histogram(out: &mut String, name: &str, help: &str, bounds: &[u64], scale: f6
     let _ = writeln!(out, r#"ebbtide_{name}_bucket{{le="+Inf"}} {}"#, h.count);
     let _ = writeln!(out, "ebbtide_{name}_sum {}", h.sum as f64 / scale);
     let _ = writeln!(out, "ebbtide_{name}_count {}", h.count);
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_cannot_break_out_of_their_quotes() {
+        assert_eq!(super::escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

@@ -6,6 +6,8 @@ mod metrics;
 mod swap;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -15,6 +17,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use crate::scheduler::Limits;
 use crate::scheduler::status::Status;
 use crate::server::{Handle, ShellStatus};
 
@@ -22,28 +25,66 @@ use crate::server::{Handle, ShellStatus};
 pub(crate) struct AdminState {
     scheduler: Handle,
     token: Option<String>,
+    limits: Arc<Limits>,
 }
 
 /// Serves the admin endpoints on `address`; returns the bound address.
-pub async fn serve(address: SocketAddr, scheduler: Handle, token: Option<String>) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    address: SocketAddr,
+    scheduler: Handle,
+    token: Option<String>,
+    limits: &Limits,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen for admin HTTP on {address}"))?;
     let bound = listener.local_addr()?;
-    let state = AdminState { scheduler, token };
+    let state = AdminState { scheduler, token, limits: Arc::new(limits.clone()) };
+    // The body is read by the handler, under admin_body_timeout_ms and max_policy_bytes.
     let app = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(prometheus))
-        .route("/policy", post(swap::post_policy).layer(axum::extract::DefaultBodyLimit::max(swap::MAX_UPLOAD_BYTES)))
+        .route("/policy", post(swap::post_policy).layer(axum::extract::DefaultBodyLimit::disable()))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("admin HTTP stopped: {e}");
-        }
-    });
+    tokio::spawn(accept_loop(listener, app, limits.clone()));
     tracing::info!(address = %bound, "admin HTTP listening");
     Ok(bound)
+}
+
+/// HTTP/1 with the bounds axum::serve lacks: at most `admin_max_connections` at once, and headers due
+/// within `admin_header_timeout_ms`, so an idle or trickling client cannot hold a connection.
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Limits) {
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.admin_max_connections));
+    let header_timeout = Duration::from_millis(limits.admin_header_timeout_ms);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::error!("admin HTTP: accepting failed: {e}; retrying in 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "admin HTTP: refused a connection: {} are open (admin_max_connections)",
+                limits.admin_max_connections
+            );
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!("admin HTTP connection ended: {e}");
+            }
+        });
+    }
 }
 
 async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {

@@ -22,6 +22,9 @@ pub struct FileConfig {
     pub scaling: ScalingSection,
     #[serde(default)]
     pub adapter: Vec<AdapterSection>,
+    /// Bounds on what peers, policies and admin requests can make the scheduler hold.
+    #[serde(default)]
+    pub limits: crate::scheduler::Limits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +40,9 @@ pub struct SchedulerSection {
     pub max_starts_per_tick: Option<u32>,
     pub max_shutdowns_per_tick: Option<u32>,
     pub token: Option<String>,
+    pub client_token: Option<String>,
+    pub worker_token: Option<String>,
+    pub adapter_token: Option<String>,
     pub decision_log: Option<PathBuf>,
 }
 

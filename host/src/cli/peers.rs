@@ -70,8 +70,12 @@ pub struct NativeArgs {
     /// Start workers with --allow-exec.
     #[arg(long)]
     pub allow_exec: bool,
+    /// The token this adapter presents (the scheduler's adapter_token, or its token).
     #[arg(long, env = "EBBTIDE_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
+    /// The token its workers present (the scheduler's worker_token) [default: --token].
+    #[arg(long, env = "EBBTIDE_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -102,7 +106,15 @@ pub struct SubmitArgs {
     pub token: String,
 }
 
+/// Workers and adapters are long-lived children of a shell or an adapter; a terminal closing or
+/// `kill -HUP` meant for the scheduler must not end them.
+fn ignore_hangup() {
+    // SAFETY: setting a signal to SIG_IGN has no handler to run; it cannot race with anything.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+}
+
 pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
+    ignore_hangup();
     let options = WorkerOptions {
         address: args.address,
         capabilities: args.capabilities,
@@ -119,6 +131,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn adapter(command: AdapterCommand) -> anyhow::Result<Outcome> {
+    ignore_hangup();
     let AdapterCommand::Native(args) = command;
     let options = NativeOptions {
         address: args.address,
@@ -127,6 +140,7 @@ pub fn adapter(command: AdapterCommand) -> anyhow::Result<Outcome> {
         workers_per_group: args.workers_per_group,
         capabilities: args.capabilities,
         priority: args.priority,
+        worker_token: args.worker_token.unwrap_or_else(|| args.token.clone()),
         token: args.token,
         grace: Duration::from_millis(args.grace_ms),
         worker_program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ebbtide")),

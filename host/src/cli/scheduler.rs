@@ -8,9 +8,9 @@ use clap::Args;
 
 use super::config::{DEFAULT_POLICY_CONTENT, FileConfig, PolicyContent};
 use crate::policy::candidate::{self, Candidate, Origin, Rejection, Stage};
-use crate::policy::{PolicySource, ScalingLimits};
+use crate::policy::{PolicySource, ReadRules, ScalingLimits};
 use crate::protocol::Address;
-use crate::scheduler::{Allocate, CoreConfig};
+use crate::scheduler::{Allocate, CoreConfig, Tokens};
 use crate::server::swap::{SwapRequest, SwapTrigger};
 use crate::server::{self, Handle, ServerConfig, ShadowSetup};
 
@@ -52,6 +52,19 @@ pub struct SchedulerArgs {
     /// Shared secret: every hello must carry it, admin requests need `Authorization: Bearer TOKEN`.
     #[arg(long, env = "EBBTIDE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The token clients must present instead of --token (so a leaked client token cannot join workers).
+    #[arg(long, env = "EBBTIDE_CLIENT_TOKEN", hide_env_values = true)]
+    pub client_token: Option<String>,
+    /// The token workers must present instead of --token.
+    #[arg(long, env = "EBBTIDE_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
+    /// The token adapters must present instead of --token.
+    #[arg(long, env = "EBBTIDE_ADAPTER_TOKEN", hide_env_values = true)]
+    pub adapter_token: Option<String>,
+    /// A bound from the [limits] table as KEY=VALUE, e.g. `--limit max_queued_tasks=100000`
+    /// (repeatable; `EBBTIDE_LIMITS` takes them comma-separated). docs/security.md lists every key.
+    #[arg(long = "limit", value_name = "KEY=VALUE", env = "EBBTIDE_LIMITS", value_delimiter = ',')]
+    pub limits: Vec<String>,
     /// Append one JSON line per decision to this file.
     #[arg(long, env = "EBBTIDE_DECISION_LOG")]
     pub decision_log: Option<PathBuf>,
@@ -64,6 +77,7 @@ pub struct Settings {
     pub policy: PolicySpec,
     pub decision_log: Option<PathBuf>,
     pub admin: Option<SocketAddr>,
+    /// The admin token (the shared `token`).
     pub token: Option<String>,
 }
 
@@ -103,8 +117,19 @@ impl SchedulerArgs {
             .transpose()?;
         let (policy, allocate) = self.policy(file, base)?;
         let token = self.token.clone().or(s.token.clone()).filter(|t| !t.is_empty());
+        let role_token = |flag: &Option<String>, key: &Option<String>| {
+            flag.clone().or(key.clone()).filter(|t| !t.is_empty()).or(token.clone())
+        };
+        let tokens = Tokens {
+            client: role_token(&self.client_token, &s.client_token),
+            worker: role_token(&self.worker_token, &s.worker_token),
+            adapter: role_token(&self.adapter_token, &s.adapter_token),
+        };
+        let mut limits = file.limits.clone();
+        limits.validate().map_err(|e| anyhow::anyhow!("[limits] {e}"))?;
+        limits.set_pairs(self.limits.iter().map(String::as_str)).map_err(|e| anyhow::anyhow!("--limit: {e}"))?;
 
-        let mut core = CoreConfig { allocate, token: token.clone(), ..CoreConfig::default() };
+        let mut core = CoreConfig { allocate, tokens: tokens.clone(), limits, ..CoreConfig::default() };
         core.tick_ms = self.tick_ms(file)?;
         core.pressure_delay_ms = self.pressure_delay_ms.or(s.pressure_delay_ms).unwrap_or(core.pressure_delay_ms);
         core.start_timeout_ms = self.start_timeout_ms.or(s.start_timeout_ms).unwrap_or(core.start_timeout_ms);
@@ -123,7 +148,7 @@ impl SchedulerArgs {
             }
         }
 
-        if token.is_none() && !address.is_loopback() {
+        if (tokens.client.is_none() || tokens.worker.is_none() || tokens.adapter.is_none()) && !address.is_loopback() {
             tracing::warn!(
                 "listening on {address} without a token: anyone who can reach it can submit tasks and join workers"
             );
@@ -178,10 +203,10 @@ impl SchedulerArgs {
 
 impl PolicySpec {
     /// Loads the policy (through the whole swap pipeline) and the shadow. Compiles: call at start-up.
-    pub fn load(self) -> anyhow::Result<(Candidate, Option<ShadowSetup>)> {
+    pub fn load(self, rules: &ReadRules) -> anyhow::Result<(Candidate, Option<ShadowSetup>)> {
         let origin = Origin::Source(self.source.clone());
         let candidate = origin
-            .read()
+            .read(rules)
             .and_then(|bytes| candidate::prepare(origin, &bytes, self.params, self.limits, None))
             .map_err(|r| anyhow::anyhow!("cannot load policy {}: {r}", self.source))?;
         let shadow = self
@@ -214,7 +239,11 @@ pub type Reload = (SchedulerArgs, Option<PathBuf>);
 pub async fn launch(settings: Settings, reload: Option<Reload>) -> anyhow::Result<Launched> {
     let host = settings.address.host.clone();
     let spec = settings.policy;
-    let (policy, shadow) = tokio::task::spawn_blocking(move || spec.load()).await??;
+    let admin_limits = settings.core.limits.clone();
+    let limits = &settings.core.limits;
+    let rules = ReadRules { max_bytes: limits.max_policy_bytes, dirs: limits.policy_dirs.clone() };
+    crate::policy::component::set_compile_timeout(std::time::Duration::from_millis(limits.compile_timeout_ms));
+    let (policy, shadow) = tokio::task::spawn_blocking(move || spec.load(&rules)).await??;
     let config = ServerConfig {
         address: settings.address,
         core: settings.core,
@@ -225,7 +254,7 @@ pub async fn launch(settings: Settings, reload: Option<Reload>) -> anyhow::Resul
     let handle = server::start(config).await?;
     let address = Address { host, port: handle.address.port() };
     let admin = match settings.admin {
-        Some(a) => Some(crate::admin::serve(a, handle.clone(), settings.token).await?),
+        Some(a) => Some(crate::admin::serve(a, handle.clone(), settings.token, &admin_limits).await?),
         None => None,
     };
     if let Some((args, config)) = reload {

@@ -10,6 +10,7 @@ use super::config::{AdapterSection, FileConfig, parse_capabilities};
 use super::scheduler::{Launched, Reload, SchedulerArgs, launch, stop_requested};
 use crate::adapter::native::{self, NativeOptions};
 use crate::protocol::Address;
+use crate::scheduler::Tokens;
 
 /// The adapters started by `up`, stopped together.
 pub struct Adapters {
@@ -18,7 +19,8 @@ pub struct Adapters {
 }
 
 impl Adapters {
-    pub fn start(sections: &[AdapterSection], address: &Address, token: &str) -> anyhow::Result<Adapters> {
+    /// `tokens`: the scheduler's, so in-process adapters and their workers present the right ones.
+    pub fn start(sections: &[AdapterSection], address: &Address, tokens: &Tokens) -> anyhow::Result<Adapters> {
         let (stop, stopped) = watch::channel(false);
         let program = std::env::current_exe()?;
         let mut tasks = Vec::new();
@@ -35,7 +37,8 @@ impl Adapters {
                     .transpose()
                     .map_err(anyhow::Error::msg)?,
                 priority: a.priority,
-                token: token.to_owned(),
+                token: tokens.adapter.clone().unwrap_or_default(),
+                worker_token: tokens.worker.clone().unwrap_or_default(),
                 grace: Duration::from_millis(a.grace_ms),
                 worker_program: program.clone(),
                 allow_exec: a.allow_exec,
@@ -66,9 +69,9 @@ pub async fn bring_up(
     settings: super::scheduler::Settings,
     reload: Option<Reload>,
 ) -> anyhow::Result<(Launched, Adapters)> {
-    let token = settings.token.clone().unwrap_or_default();
+    let tokens = settings.core.tokens.clone();
     let launched = launch(settings, reload).await?;
-    let adapters = Adapters::start(&file.adapter, &launched.address, &token)?;
+    let adapters = Adapters::start(&file.adapter, &launched.address, &tokens)?;
     Ok((launched, adapters))
 }
 

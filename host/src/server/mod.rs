@@ -25,7 +25,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::policy::LoadedPolicy;
-use crate::policy::candidate::{Candidate, Rejection};
+use crate::policy::ReadRules;
+use crate::policy::candidate::{Candidate, Rejection, Stage};
 use crate::protocol::peer::Outbox;
 use crate::protocol::{Address, Message};
 use crate::scheduler::record::{DecidedBy, DecisionRecord, ShadowVerdict};
@@ -90,7 +91,9 @@ pub(crate) enum Event {
 pub struct Handle {
     pub address: SocketAddr,
     events: mpsc::UnboundedSender<Event>,
-    swaps: std_mpsc::Sender<SwapJob>,
+    swaps: std_mpsc::SyncSender<SwapJob>,
+    /// `swap_queue`, for the refusal when it is full.
+    swap_queue: usize,
 }
 
 impl Handle {
@@ -104,7 +107,12 @@ impl Handle {
     pub fn swap(&self, request: SwapRequest) -> oneshot::Receiver<SwapOutcome> {
         let (tx, rx) = oneshot::channel();
         let ticket = Ticket { trigger: request.trigger, started: Instant::now(), reply: Some(tx) };
-        let _ = self.swaps.send(SwapJob { request, ticket, seen: None });
+        let trigger = request.trigger;
+        if let Err(std_mpsc::TrySendError::Full(job)) = self.swaps.try_send(SwapJob { request, ticket, seen: None }) {
+            let why = format!("{} swaps are already waiting, the limit (swap_queue); try again", self.swap_queue);
+            let ticket = Ticket { trigger, started: Instant::now(), reply: job.ticket.reply };
+            let _ = self.events.send(Event::SwapRejected(Box::new((ticket, String::new(), Rejection::new(Stage::Read, why)))));
+        }
         rx
     }
 
@@ -125,13 +133,22 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         .await
         .with_context(|| format!("cannot listen on {}", config.address))?;
     let address = listener.local_addr()?;
-    let log = config.decision_log.as_deref().map(DecisionLog::open).transpose()?;
+    let limits = config.core.limits.clone();
+    let log = config
+        .decision_log
+        .as_deref()
+        .map(|path| DecisionLog::open(path, limits.decision_log_max_mb, limits.decision_log_keep))
+        .transpose()?;
     let (events, rx) = mpsc::unbounded_channel();
+    let (inputs, inputs_rx) = mpsc::channel(limits.event_queue);
     let last = Arc::new(Mutex::new(None));
     let policy_status = PolicyStatus::of(&config.policy);
     let policy_jobs = policy_thread::spawn(config.policy.clone(), last.clone(), events.clone());
-    let swaps = swap::spawn(&config.policy, policy_jobs.clone(), last, events.clone());
-    tokio::spawn(connection::accept_loop(listener, events.clone()));
+    let rules = ReadRules { max_bytes: limits.max_policy_bytes, dirs: limits.policy_dirs.clone() };
+    crate::policy::component::set_compile_timeout(Duration::from_millis(limits.compile_timeout_ms));
+    let swap_queue = limits.swap_queue;
+    let swaps = swap::spawn(&config.policy, policy_jobs.clone(), last, events.clone(), rules, swap_queue);
+    tokio::spawn(connection::accept_loop(listener, inputs, limits));
 
     let origin = Instant::now();
     let mut core_config = config.core;
@@ -159,10 +176,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         shadow_answers: HashMap::new(),
         waiting_for_shadow: HashMap::new(),
     };
-    tokio::spawn(event_loop.run(rx));
+    tokio::spawn(event_loop.run(rx, inputs_rx));
     tracing::info!(%address, "scheduler listening");
-    Ok(Handle { address, events, swaps })
+    Ok(Handle { address, events, swaps, swap_queue })
 }
+
+/// Events handled per wake-up before the clock is looked at again.
+const MAX_EVENTS_PER_WAKE: usize = 4096;
 
 struct Connection {
     outbox: Outbox,
@@ -191,20 +211,26 @@ impl EventLoop {
         self.origin.elapsed().as_millis() as u64
     }
 
-    async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
+    /// `events` carries the shell's own events; `inputs` what peers sent (bounded, so a flooding
+    /// peer waits on TCP rather than growing a queue here).
+    async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>, mut inputs: mpsc::Receiver<Event>) {
         loop {
             let wake = self.origin + Duration::from_millis(self.core.next_deadline_ms());
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { break };
                     self.on_event(event);
-                    // Take everything already queued before deciding anything: a burst that arrives
-                    // together is seen together.
-                    while let Ok(event) = events.try_recv() {
-                        self.on_event(event);
-                    }
                 }
+                Some(event) = inputs.recv() => self.on_event(event),
                 _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+            // Take everything already queued before deciding anything: a burst that arrives together
+            // is seen together. Bounded, so a flood cannot starve the clock.
+            for _ in 0..MAX_EVENTS_PER_WAKE {
+                match events.try_recv().or_else(|_| inputs.try_recv()) {
+                    Ok(event) => self.on_event(event),
+                    Err(_) => break,
+                }
             }
             self.core.poll(self.now_ms());
             self.carry_out();
@@ -223,11 +249,14 @@ impl EventLoop {
                 if let Some(c) = self.connections.remove(&peer) {
                     c.outbox.send(&Message::Goodbye(reason.clone()));
                     c.outbox.close();
+                    // The writer may be the one that broke; the reader must not outlive it.
+                    c.reader.abort();
                 }
                 self.core.handle(now, Input::Disconnected { peer, reason });
             }
             Event::Status(reply) => {
                 let shell = ShellStatus {
+                    decision_log: self.log.as_ref().map(|log| log.stats.figures()),
                     policy: self.policy_status.clone(),
                     swaps: self.swaps.clone(),
                     shadow: self.shadow.as_ref().map(|(_, s)| s.clone()),

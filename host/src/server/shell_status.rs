@@ -120,6 +120,9 @@ pub struct ShellStatus {
     pub swaps: SwapStats,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowStatus>,
+    /// Lines written, failed, dropped and rotations of `--decision-log`, when it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_log: Option<super::decision_log::LogFigures>,
 }
 
 pub fn unix_ms() -> u64 {

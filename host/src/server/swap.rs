@@ -16,7 +16,7 @@ use super::policy_thread::{LastSnapshot, PolicyJob};
 use super::shell_status::{SwapOutcome, unix_ms};
 use super::watch::FileWatch;
 use crate::policy::candidate::{self, Candidate, Origin, Rejection};
-use crate::policy::{PolicySource, ScalingLimits, component};
+use crate::policy::{PolicySource, ReadRules, ScalingLimits, component};
 
 /// What asked for a swap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,8 +107,10 @@ pub(crate) fn spawn(
     policy_jobs: std_mpsc::Sender<PolicyJob>,
     last: LastSnapshot,
     events: mpsc::UnboundedSender<Event>,
-) -> std_mpsc::Sender<SwapJob> {
-    let (tx, rx) = std_mpsc::channel::<SwapJob>();
+    rules: ReadRules,
+    queue: usize,
+) -> std_mpsc::SyncSender<SwapJob> {
+    let (tx, rx) = std_mpsc::sync_channel::<SwapJob>(queue);
     let mut configured = Configured {
         origin: initial.origin.clone(),
         params: initial.params.clone(),
@@ -123,7 +125,7 @@ pub(crate) fn spawn(
         .name("ebbtide-swap".into())
         .spawn(move || {
             for job in rx {
-                let Some(outcome) = run(job, &mut configured, &last) else { continue };
+                let Some(outcome) = run(job, &mut configured, &last, &rules) else { continue };
                 match outcome {
                     Ok((candidate, ticket)) => {
                         // Watch the new file before the swap is reported, so that a change right
@@ -149,13 +151,14 @@ fn run(
     job: SwapJob,
     configured: &mut Configured,
     last: &LastSnapshot,
+    rules: &ReadRules,
 ) -> Option<Result<(Box<Candidate>, Ticket), Rejected>> {
     let SwapJob { request, ticket, seen } = job;
     let origin = request.origin.unwrap_or_else(|| configured.origin.clone());
     let params = request.params.unwrap_or_else(|| configured.params.clone());
     let limits = request.limits.unwrap_or_else(|| configured.limits.clone());
     let label = origin.label();
-    let bytes = match origin.read() {
+    let bytes = match origin.read(rules) {
         Ok(bytes) => bytes,
         Err(rejection) => return Some(Err(Box::new((ticket, label, rejection)))),
     };
@@ -196,7 +199,7 @@ fn still_changing(origin: &Origin, seen: Option<(u64, SystemTime)>) -> bool {
 }
 
 /// Watches the configured file, if the policy comes from one (and the watch is not already on it).
-fn rewatch(watch: &mut Option<FileWatch>, origin: &Origin, jobs: &std_mpsc::Sender<SwapJob>) {
+fn rewatch(watch: &mut Option<FileWatch>, origin: &Origin, jobs: &std_mpsc::SyncSender<SwapJob>) {
     let path: Option<PathBuf> = match origin {
         Origin::Source(PolicySource::File(path)) => Some(path.clone()),
         _ => None,

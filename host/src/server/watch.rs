@@ -23,7 +23,7 @@ pub struct FileWatch {
 }
 
 impl FileWatch {
-    pub fn start(path: PathBuf, jobs: std_mpsc::Sender<SwapJob>) -> anyhow::Result<FileWatch> {
+    pub fn start(path: PathBuf, jobs: std_mpsc::SyncSender<SwapJob>) -> anyhow::Result<FileWatch> {
         let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         let name = path.file_name().map(|n| n.to_owned());
         let (changed, changes) = std_mpsc::channel::<()>();
@@ -48,7 +48,7 @@ impl FileWatch {
 }
 
 /// Waits for a change, then for quiet, then asks for a swap. Ends when the watcher is dropped.
-fn debounce(path: &Path, changes: &std_mpsc::Receiver<()>, jobs: &std_mpsc::Sender<SwapJob>) {
+fn debounce(path: &Path, changes: &std_mpsc::Receiver<()>, jobs: &std_mpsc::SyncSender<SwapJob>) {
     while changes.recv().is_ok() {
         let first = Instant::now();
         loop {
