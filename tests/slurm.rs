@@ -234,7 +234,13 @@ fn an_impossible_constraint_is_refused_with_slurms_message() {
     let Some(slot) = slurm("constraint") else { return };
     let id = slot.id.as_str();
     let dir = common::temp_dir("slurm-constraint");
-    let tables = slurm_adapter(id, &dir, 2, 1, "")
+    // A worker command given as a list (as a Python worker's would be): a shell that says so, then
+    // runs `ebbtide worker` with the arguments the adapter appends.
+    let command = format!(
+        "command = [\"sh\", \"-c\", \"echo custom worker command >&2; exec \\\"$0\\\" \\\"$@\\\"\", \"{}\", \"worker\"]",
+        common::cluster::binary().display()
+    );
+    let tables = slurm_adapter(id, &dir, 2, 1, &command)
         + "[adapter.slurm.requests]\nfpga = \"--constraint=fpga\"\ngpu = \"--constraint=gpu\"\n";
     let (up, address, admin) = up(&dir, "up", &config("allocate=capability; scaling=capability", 500, None, &tables));
     wait_for("the adapter to join", Duration::from_secs(15), || {
@@ -244,6 +250,9 @@ fn an_impossible_constraint_is_refused_with_slurms_message() {
     // The node has the `gpu` feature: that start goes through and its task runs.
     let summary = submit(&address, &["--function", "echo", "--payload", "x", "--capabilities", "gpu"]);
     assert_eq!(summary["done"], 1, "{summary}\n{}", up.stderr());
+    let job = jobs_of(id).pop().expect("the gpu job");
+    let output = std::fs::read_to_string(dir.join(format!("job-{}.out", job.id))).unwrap_or_default();
+    assert!(output.contains("custom worker command"), "the job ran the configured command: {output}");
     // No node has `fpga`: sbatch refuses, and the scheduler hears Slurm's reason.
     let output = Command::new(common::cluster::binary())
         .args(["submit", &address, "--function", "echo", "--payload", "x", "--capabilities", "fpga"])
