@@ -137,8 +137,18 @@ struct Job {
     running: bool,
     /// Listings in a row that did not show the job.
     unlisted: u32,
-    /// Shut down by the scheduler: when to cancel it (again) if it is still there.
-    stopping: Option<Option<Instant>>,
+    stop: Stop,
+}
+
+/// Where a job is on its way out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The scheduler has not asked.
+    No,
+    /// Asked; it is signalled once it has a job id (sbatch still runs) or the gather window ends.
+    Asked,
+    /// Signalled or cancelled; cancelled (again) if it is still there at this time.
+    Sent { cancel_at: Instant },
 }
 
 enum Event {
@@ -281,7 +291,7 @@ impl Adapter {
         let script = job::script(&o.worker_command, &worker_args);
         let (slurm, submits, events, token) =
             (self.slurm.clone(), self.submits.clone(), self.events.clone(), o.token.clone());
-        self.jobs.insert(group_id, Job { id: None, running: false, unlisted: 0, stopping: None });
+        self.jobs.insert(group_id, Job { id: None, running: false, unlisted: 0, stop: Stop::No });
         tokio::spawn(async move {
             let _permit = submits.acquire_owned().await;
             let result = slurm.submit(&args, &script, &token).await;
@@ -296,10 +306,10 @@ impl Adapter {
             self.outbox.send(&Message::CommandResponse(stopped(group_id)));
             return false;
         };
-        if job.stopping.is_some() {
+        if job.stop != Stop::No {
             return false;
         }
-        job.stopping = Some(None);
+        job.stop = Stop::Asked;
         if job.id.is_none() {
             return false; // signalled once sbatch returns
         }
@@ -339,7 +349,7 @@ impl Adapter {
                 CommandResponse { request_id, ok: false, group_id, worker_ids: vec![], message }
             }
         };
-        let stop_now = response.ok && self.jobs.get(&group_id).is_some_and(|j| j.stopping.is_some());
+        let stop_now = response.ok && self.jobs.get(&group_id).is_some_and(|j| j.stop != Stop::No);
         self.outbox.send(&Message::CommandResponse(response));
         if stop_now {
             self.to_stop.push(group_id);
@@ -380,16 +390,16 @@ impl Adapter {
                     }
                 }
             }
-            if let Some(Some(at)) = &mut job.stopping
-                && now >= *at
+            if let Stop::Sent { cancel_at } = &mut job.stop
+                && now >= *cancel_at
             {
                 overdue.push(id.clone());
-                *at = now + self.options.grace;
+                *cancel_at = now + self.options.grace;
             }
         }
         for (group, reason) in ended {
             let job = self.jobs.remove(&group).expect("listed above");
-            if job.stopping.is_some() {
+            if job.stop != Stop::No {
                 tracing::info!(group, "group stopped: {reason}");
                 self.outbox.send(&Message::CommandResponse(stopped(group)));
             } else {
@@ -420,7 +430,7 @@ impl Adapter {
         for group in std::mem::take(&mut self.to_stop) {
             let Some(job) = self.jobs.get_mut(&group) else { continue };
             let Some(id) = job.id.clone() else { continue };
-            job.stopping = Some(Some(deadline));
+            job.stop = Stop::Sent { cancel_at: deadline };
             if job.running { running.push(id) } else { pending.push(id) }
         }
         if !running.is_empty() {
