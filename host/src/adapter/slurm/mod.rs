@@ -274,6 +274,12 @@ pub async fn serve(options: SlurmOptions, slurm: Slurm, mut shutdown: watch::Rec
 impl Adapter {
     /// Submits the group's job in its own task; the answer goes out when sbatch returns.
     fn start(&mut self, request_id: u64, group_id: u64, requested: &CapMap) {
+        if let Some(refusal) = self.refusal(group_id) {
+            tracing::warn!(group = group_id, "start refused: {refusal}");
+            let response = CommandResponse { request_id, ok: false, group_id, worker_ids: vec![], message: refusal };
+            self.outbox.send(&Message::CommandResponse(response));
+            return;
+        }
         let o = &self.options;
         // The adapter's own capabilities describe its nodes; the start may add to them.
         let mut capabilities = o.capabilities.clone().unwrap_or_default();
@@ -297,6 +303,20 @@ impl Adapter {
             let result = slurm.submit(&args, &script, &token).await;
             let _ = events.send(Event::Submitted { group_id, request_id, result });
         });
+    }
+
+    /// Why a start cannot be taken, if it cannot: the scheduler keeps within `max_worker_groups` and
+    /// never reuses a group id, so this only guards against a peer that does not.
+    fn refusal(&self, group_id: u64) -> Option<String> {
+        let max = self.options.max_worker_groups as usize;
+        let live = self.jobs.values().filter(|j| j.stop == Stop::No).count();
+        if self.jobs.contains_key(&group_id) {
+            Some(format!("group {group_id} already has a job"))
+        } else if max > 0 && live >= max {
+            Some(format!("this adapter already runs {live} groups (max_worker_groups = {max})"))
+        } else {
+            None
+        }
     }
 
     /// Marks the group's job for stopping; true when it can be signalled now.
