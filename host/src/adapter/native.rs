@@ -16,9 +16,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::{heartbeats, stopped};
 use crate::protocol::peer::{Connection, Outbox};
 use crate::protocol::{AdapterCommand, AdapterHeartbeat, Address, CommandResponse, Message, Role};
-use crate::scheduler::config::HEARTBEAT_INTERVAL;
 
 #[derive(Clone, Debug)]
 pub struct NativeOptions {
@@ -52,7 +52,15 @@ pub async fn run(options: NativeOptions, mut shutdown: watch::Receiver<bool>) ->
     let mut connection = Connection::open(&options.address, Role::Adapter, &options.id, &options.token).await?;
     tracing::info!(adapter = %options.id, "connected to {}", options.address);
     let outbox = connection.outbox.clone();
-    let heartbeat = tokio::spawn(heartbeats(outbox.clone(), options.clone()));
+    let heartbeat = tokio::spawn(heartbeats(
+        outbox.clone(),
+        AdapterHeartbeat {
+            max_worker_groups: options.max_worker_groups,
+            workers_per_group: options.workers_per_group,
+            capabilities: options.capabilities.clone(),
+            priority: options.priority,
+        },
+    ));
     let (exited_tx, mut exited) = mpsc::unbounded_channel::<u64>();
     let mut groups: HashMap<u64, RunningGroup> = HashMap::new();
 
@@ -94,22 +102,6 @@ pub async fn run(options: NativeOptions, mut shutdown: watch::Receiver<bool>) ->
     connection.outbox.send(&Message::Goodbye("adapter stopping".into()));
     connection.finish().await;
     outcome
-}
-
-async fn heartbeats(outbox: Outbox, options: NativeOptions) {
-    let hb = AdapterHeartbeat {
-        max_worker_groups: options.max_worker_groups,
-        workers_per_group: options.workers_per_group,
-        capabilities: options.capabilities,
-        priority: options.priority,
-    };
-    while outbox.send(&Message::AdapterHeartbeat(hb.clone())) {
-        tokio::time::sleep(HEARTBEAT_INTERVAL).await;
-    }
-}
-
-fn stopped(group_id: u64) -> CommandResponse {
-    CommandResponse { request_id: 0, ok: true, group_id, worker_ids: vec![], message: String::new() }
 }
 
 /// Spawns the group's processes and a supervisor that reports their end.

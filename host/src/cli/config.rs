@@ -83,6 +83,11 @@ pub struct AdapterSection {
     pub grace_ms: u64,
     #[serde(default)]
     pub allow_exec: bool,
+    /// The worker command of a `type = "slurm"` adapter, e.g. ["python3", "-m", "ebbtide.worker"];
+    /// absent: `ebbtide worker`.
+    pub command: Option<Vec<String>>,
+    /// `[adapter.slurm]`: partition, time limit, capability requests... (`type = "slurm"` only).
+    pub slurm: Option<crate::adapter::slurm::SlurmSettings>,
 }
 
 fn default_max_groups() -> u32 {
@@ -95,7 +100,7 @@ fn default_grace_ms() -> u64 {
     5000
 }
 
-pub const ADAPTER_TYPES: &str = "native";
+pub const ADAPTER_TYPES: &str = "native, slurm";
 
 impl FileConfig {
     pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
@@ -107,8 +112,19 @@ impl FileConfig {
     pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
         let config: FileConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         for (i, a) in config.adapter.iter().enumerate() {
-            if a.kind != "native" {
-                anyhow::bail!("[[adapter]] #{}: unknown type {:?}; accepted: {ADAPTER_TYPES}", i + 1, a.kind);
+            match a.kind.as_str() {
+                "native" if a.slurm.is_some() || a.command.is_some() => anyhow::bail!(
+                    "[[adapter]] #{}: `slurm` and `command` are settings of type = \"slurm\" adapters",
+                    i + 1
+                ),
+                "native" => {}
+                "slurm" if a.command.as_ref().is_some_and(|c| c.is_empty()) => anyhow::bail!(
+                    "[[adapter]] #{}: command is empty; leave it out for `ebbtide worker`, or give e.g. [\"python3\", \"-m\", \"ebbtide.worker\"]",
+                    i + 1
+                ),
+                "slurm" => crate::adapter::slurm::check_settings(a.slurm.as_ref().unwrap_or(&Default::default()))
+                    .map_err(|e| anyhow::anyhow!("[[adapter]] #{}: {e}", i + 1))?,
+                other => anyhow::bail!("[[adapter]] #{}: unknown type {other:?}; accepted: {ADAPTER_TYPES}", i + 1),
             }
             if a.workers_per_group == 0 {
                 anyhow::bail!("[[adapter]] #{}: workers_per_group must be at least 1, got 0", i + 1);
@@ -191,6 +207,28 @@ mod tests {
         assert!(e.contains("unknown field `tick`") && e.contains("tick_ms"), "{e}");
         let e = format!("{:#}", FileConfig::parse("[[adapter]]\ntype = \"k8s\"\n").unwrap_err());
         assert!(e.contains("\"k8s\"") && e.contains("native"), "{e}");
+    }
+
+    #[test]
+    fn slurm_adapters_parse_and_bad_slurm_settings_are_named() {
+        let example = include_str!("../../../examples/slurm.toml");
+        let config = FileConfig::parse(example).unwrap();
+        let slurm = config.adapter[0].slurm.as_ref().unwrap();
+        assert_eq!(slurm.requests["gpu"], "--constraint=gpu");
+        assert_eq!(slurm.time_limit.as_deref(), Some("01:00:00"));
+        let e = format!("{:#}", FileConfig::parse("[[adapter]]\ntype = \"native\"\n[adapter.slurm]\n").unwrap_err());
+        assert!(e.contains("type = \"slurm\""), "{e}");
+        let e = format!(
+            "{:#}",
+            FileConfig::parse("[[adapter]]\ntype = \"slurm\"\n[adapter.slurm.requests]\ngpu = \"gres=gpu:1\"\n")
+                .unwrap_err()
+        );
+        assert!(e.contains("#1") && e.contains("gres=gpu:1"), "{e}");
+        let e = format!(
+            "{:#}",
+            FileConfig::parse("[[adapter]]\ntype = \"slurm\"\n[adapter.slurm]\nqueue = \"x\"\n").unwrap_err()
+        );
+        assert!(e.contains("unknown field `queue`") && e.contains("partition"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `ebbtide worker`, `ebbtide adapter native` and `ebbtide submit`: the scheduler's peers.
+//! `ebbtide worker`, `ebbtide adapter native|slurm` and `ebbtide submit`: the scheduler's peers.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::Outcome;
 use super::config::parse_capabilities;
 use crate::adapter::native::{self, NativeOptions};
+use crate::adapter::slurm::{self, SlurmOptions, SlurmSettings};
 use crate::client::{Submission, SubmitOptions, Summary};
 use crate::protocol::Address;
 use crate::worker::{self, WorkerOptions};
@@ -44,6 +45,18 @@ pub enum AdapterCommand {
     #[command(after_help = "Examples:\n  ebbtide adapter native tcp://127.0.0.1:8516 --max-groups 8\n  \
 ebbtide adapter native tcp://127.0.0.1:8516 --id gpu-box --capabilities gpu=1 --workers-per-group 2")]
     Native(NativeArgs),
+    /// Start and stop worker groups as Slurm jobs (one job per group, one worker per task).
+    #[command(
+        after_help = "Examples:\n  ebbtide adapter slurm tcp://127.0.0.1:8516 --max-groups 16 --workers-per-group 2\n  \
+ebbtide adapter slurm tcp://10.0.0.5:8516 --partition batch --time-limit 01:00:00 --sbatch-arg=--qos=normal\n  \
+ebbtide adapter slurm tcp://10.0.0.5:8516 --id gpu --capabilities gpu=4 --request 'gpu=--gres=gpu:{value}'\n  \
+ebbtide adapter slurm tcp://10.0.0.5:8516 -- python3 -m ebbtide.worker\n\n\
+Each group is one job named ebbtide-<id>-<group id>; its tasks run the worker command with\n\
+ADDRESS --group ID [--capabilities ...] appended, through srun. The token reaches workers in the\n\
+job's environment (EBBTIDE_TOKEN). Jobs left by an earlier run with the same id are cancelled at\n\
+start-up. See docs/adapters.md."
+    )]
+    Slurm(SlurmArgs),
 }
 
 #[derive(Args)]
@@ -76,6 +89,81 @@ pub struct NativeArgs {
     /// The token its workers present (the scheduler's worker_token) [default: --token].
     #[arg(long, env = "EBBTIDE_WORKER_TOKEN", hide_env_values = true)]
     pub worker_token: Option<String>,
+}
+
+#[derive(Args)]
+pub struct SlurmArgs {
+    /// The scheduler, e.g. tcp://10.0.0.5:8516.
+    #[arg(value_parser = address)]
+    pub address: Address,
+    /// The adapter id policies see; unique per scheduler and per Slurm user (it tags the jobs).
+    #[arg(long, default_value = "slurm")]
+    pub id: String,
+    /// At most this many groups (jobs) at once (0: unbounded).
+    #[arg(long, default_value_t = 8)]
+    pub max_groups: u32,
+    /// Workers per group: the job's --ntasks.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers_per_group: u32,
+    /// What this adapter's jobs offer, e.g. gpu=1,linux; leave out to offer any set.
+    #[arg(long, value_parser = parse_capabilities)]
+    pub capabilities: Option<ebbtide_sdk::CapMap>,
+    /// Lower is preferred by policies.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// Milliseconds between SIGTERM to a group's workers and cancelling its job.
+    #[arg(long, default_value_t = 5000)]
+    pub grace_ms: u64,
+    /// Start workers with --allow-exec.
+    #[arg(long)]
+    pub allow_exec: bool,
+    /// sbatch --partition (default: the cluster's default partition).
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// sbatch --account.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// sbatch --time, e.g. 30 (minutes), 01:00:00, 1-0 (a day).
+    #[arg(long)]
+    pub time_limit: Option<String>,
+    /// One more sbatch option (repeatable; it wins over ours), e.g. --sbatch-arg=--qos=normal.
+    #[arg(long = "sbatch-arg", value_name = "OPTION", allow_hyphen_values = true)]
+    pub sbatch_args: Vec<String>,
+    /// CAPABILITY=OPTIONS: what groups asking for a capability request from Slurm (repeatable;
+    /// {value} is its quantity), e.g. 'gpu=--gres=gpu:{value}' or 'avx512=--constraint=avx512'.
+    #[arg(long = "request", value_name = "CAPABILITY=OPTIONS", value_parser = parse_request)]
+    pub requests: Vec<(String, String)>,
+    /// The address workers connect to, when compute nodes reach the scheduler by another address.
+    #[arg(long, value_parser = address)]
+    pub worker_address: Option<Address>,
+    /// Milliseconds between two liveness queries (one squeue for all jobs).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_ms: u64,
+    /// sbatch commands running at once, at most.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_submits: u32,
+    /// Milliseconds after which a Slurm command counts as failed.
+    #[arg(long, default_value_t = 30_000)]
+    pub command_timeout_ms: u64,
+    /// The token this adapter presents (the scheduler's adapter_token, or its token).
+    #[arg(long, env = "EBBTIDE_TOKEN", hide_env_values = true, default_value = "")]
+    pub token: String,
+    /// The token its workers present (the scheduler's worker_token) [default: --token].
+    #[arg(long, env = "EBBTIDE_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
+    /// The worker command, after `--` (default: this binary's `worker`); it gets ADDRESS --group ID
+    /// [--capabilities ...] appended.
+    #[arg(last = true, value_name = "WORKER COMMAND")]
+    pub command: Vec<String>,
+}
+
+fn parse_request(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, options)) if !name.trim().is_empty() && !options.trim().is_empty() => {
+            Ok((name.trim().to_owned(), options.trim().to_owned()))
+        }
+        _ => Err(format!("{s:?}: expected CAPABILITY=OPTIONS, e.g. 'gpu=--gres=gpu:{{value}}'")),
+    }
 }
 
 #[derive(Args)]
@@ -132,7 +220,10 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
 
 pub fn adapter(command: AdapterCommand) -> anyhow::Result<Outcome> {
     ignore_hangup();
-    let AdapterCommand::Native(args) = command;
+    let args = match command {
+        AdapterCommand::Native(args) => args,
+        AdapterCommand::Slurm(args) => return slurm_adapter(args),
+    };
     let options = NativeOptions {
         address: args.address,
         id: args.id,
@@ -153,6 +244,42 @@ pub fn adapter(command: AdapterCommand) -> anyhow::Result<Outcome> {
             let _ = stop.send(true);
         });
         native::run(options, stopped).await
+    })?;
+    Ok(Outcome::Success)
+}
+
+fn slurm_adapter(args: SlurmArgs) -> anyhow::Result<Outcome> {
+    let options = SlurmOptions {
+        address: args.address,
+        id: args.id,
+        max_worker_groups: args.max_groups,
+        workers_per_group: args.workers_per_group,
+        capabilities: args.capabilities,
+        priority: args.priority,
+        worker_token: args.worker_token.clone().unwrap_or_else(|| args.token.clone()),
+        token: args.token,
+        grace: Duration::from_millis(args.grace_ms),
+        worker_command: if args.command.is_empty() { SlurmOptions::default_worker_command() } else { args.command },
+        allow_exec: args.allow_exec,
+        slurm: SlurmSettings {
+            partition: args.partition,
+            account: args.account,
+            time_limit: args.time_limit,
+            sbatch_args: args.sbatch_args,
+            requests: args.requests.into_iter().collect(),
+            worker_address: args.worker_address.map(|a| a.to_string()),
+            poll_ms: args.poll_ms,
+            max_concurrent_submits: args.max_concurrent_submits,
+            command_timeout_ms: args.command_timeout_ms,
+        },
+    };
+    super::runtime()?.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            super::scheduler::stop_requested().await;
+            let _ = stop.send(true);
+        });
+        slurm::run(options, stopped).await
     })?;
     Ok(Outcome::Success)
 }

@@ -3,14 +3,18 @@
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::config::{AdapterSection, FileConfig, parse_capabilities};
 use super::scheduler::{Launched, Reload, SchedulerArgs, launch, stop_requested};
 use crate::adapter::native::{self, NativeOptions};
+use crate::adapter::slurm::{self, SlurmOptions};
 use crate::protocol::Address;
 use crate::scheduler::Tokens;
+
+type AdapterRun = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
 /// The adapters started by `up`, stopped together.
 pub struct Adapters {
@@ -19,34 +23,58 @@ pub struct Adapters {
 }
 
 impl Adapters {
-    /// `tokens`: the scheduler's, so in-process adapters and their workers present the right ones.
-    pub fn start(sections: &[AdapterSection], address: &Address, tokens: &Tokens) -> anyhow::Result<Adapters> {
+    /// Starts every adapter. Slurm adapters first check Slurm (tools, controller, jobs left behind),
+    /// so a missing `sbatch` or an unreachable controller stops `up` with that message. `tokens`: the
+    /// scheduler's, so in-process adapters and their workers present the right ones.
+    pub async fn start(sections: &[AdapterSection], address: &Address, tokens: &Tokens) -> anyhow::Result<Adapters> {
+        let token = tokens.adapter.clone().unwrap_or_default();
+        let worker_token = tokens.worker.clone().unwrap_or_default();
         let (stop, stopped) = watch::channel(false);
         let program = std::env::current_exe()?;
         let mut tasks = Vec::new();
         for (i, a) in sections.iter().enumerate() {
-            let options = NativeOptions {
-                address: address.clone(),
-                id: a.id.clone().unwrap_or_else(|| format!("native-{}", i + 1)),
-                max_worker_groups: a.max_worker_groups,
-                workers_per_group: a.workers_per_group,
-                capabilities: a
-                    .capabilities
-                    .as_deref()
-                    .map(parse_capabilities)
-                    .transpose()
-                    .map_err(anyhow::Error::msg)?,
-                priority: a.priority,
-                token: tokens.adapter.clone().unwrap_or_default(),
-                worker_token: tokens.worker.clone().unwrap_or_default(),
-                grace: Duration::from_millis(a.grace_ms),
-                worker_program: program.clone(),
-                allow_exec: a.allow_exec,
-            };
+            let id = a.id.clone().unwrap_or_else(|| format!("{}-{}", a.kind, i + 1));
+            let capabilities =
+                a.capabilities.as_deref().map(parse_capabilities).transpose().map_err(anyhow::Error::msg)?;
             let stopped = stopped.clone();
+            let run = match a.kind.as_str() {
+                "slurm" => {
+                    let options = SlurmOptions {
+                        address: address.clone(),
+                        id: id.clone(),
+                        max_worker_groups: a.max_worker_groups,
+                        workers_per_group: a.workers_per_group,
+                        capabilities,
+                        priority: a.priority,
+                        token: token.clone(),
+                        worker_token: worker_token.clone(),
+                        grace: Duration::from_millis(a.grace_ms),
+                        worker_command: a.command.clone().unwrap_or_else(SlurmOptions::default_worker_command),
+                        allow_exec: a.allow_exec,
+                        slurm: a.slurm.clone().unwrap_or_default(),
+                    };
+                    let client = slurm::prepare(&options).await.with_context(|| format!("adapter {id}"))?;
+                    Box::pin(slurm::serve(options, client, stopped)) as AdapterRun
+                }
+                _ => Box::pin(native::run(
+                    NativeOptions {
+                        address: address.clone(),
+                        id: id.clone(),
+                        max_worker_groups: a.max_worker_groups,
+                        workers_per_group: a.workers_per_group,
+                        capabilities,
+                        priority: a.priority,
+                        token: token.clone(),
+                        worker_token: worker_token.clone(),
+                        grace: Duration::from_millis(a.grace_ms),
+                        worker_program: program.clone(),
+                        allow_exec: a.allow_exec,
+                    },
+                    stopped,
+                )),
+            };
             tasks.push(tokio::spawn(async move {
-                let id = options.id.clone();
-                if let Err(e) = native::run(options, stopped).await {
+                if let Err(e) = run.await {
                     tracing::error!(adapter = %id, "adapter stopped: {e:#}");
                 }
             }));
@@ -71,7 +99,7 @@ pub async fn bring_up(
 ) -> anyhow::Result<(Launched, Adapters)> {
     let tokens = settings.core.tokens.clone();
     let launched = launch(settings, reload).await?;
-    let adapters = Adapters::start(&file.adapter, &launched.address, &tokens)?;
+    let adapters = Adapters::start(&file.adapter, &launched.address, &tokens).await?;
     Ok((launched, adapters))
 }
 
