@@ -13,7 +13,8 @@ use crate::protocol::{AdapterCommand, AdapterHeartbeat, CommandResponse, Message
 
 impl Scheduler {
     pub(super) fn worker_heartbeat(&mut self, peer: PeerId, hb: WorkerHeartbeat) {
-        if self.workers.contains_key(&peer) {
+        if let Some(w) = self.workers.get_mut(&peer) {
+            w.gauges = super::metrics::keep_gauges(peer, hb.gauges);
             return self.touch_worker(peer);
         }
         let group = match hb.group {
@@ -28,10 +29,10 @@ impl Scheduler {
         };
         let identity = self.identity(peer);
         tracing::debug!(peer, %identity, group, "worker registered");
-        self.workers.insert(
-            peer,
-            Worker { identity, group, capabilities: hb.capabilities, task: None, last_seen_ms: self.now_ms },
-        );
+        let gauges = super::metrics::keep_gauges(peer, hb.gauges);
+        let worker =
+            Worker { identity, group, capabilities: hb.capabilities, task: None, last_seen_ms: self.now_ms, gauges };
+        self.workers.insert(peer, worker);
         let g = self.groups.get_mut(&group).expect("chosen above");
         g.workers.insert(peer);
         if g.phase != GroupPhase::Draining {
@@ -214,7 +215,15 @@ impl Scheduler {
         }
         match (self.owned_group(peer, r.group_id), r.ok) {
             (Some(GroupPhase::Starting), true) => {
-                self.groups.get_mut(&r.group_id).expect("owned").confirmed = true;
+                // The group has what its adapter's machines offer, plus what the start asked for (a
+                // `{}` start on a GPU adapter runs on GPU machines).
+                let offered = self.adapter_of(peer).and_then(|n| self.adapters.get(&n)?.capabilities.clone());
+                let g = self.groups.get_mut(&r.group_id).expect("owned");
+                g.confirmed = true;
+                if let Some(mut caps) = offered {
+                    caps.extend(std::mem::take(&mut g.capabilities));
+                    g.capabilities = caps;
+                }
                 self.maybe_running(r.group_id);
             }
             (Some(GroupPhase::Starting), false) => {
