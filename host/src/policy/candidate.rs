@@ -182,3 +182,34 @@ fn load_stage(e: &PolicyError) -> Stage {
         _ => Stage::Describe,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_rejection_is_an_error_whose_source_is_the_typed_cause() {
+        let r = Rejection::caused_by(Stage::DryRun, PolicyError::Refused("no roles".into()));
+        assert_eq!(r.to_string(), "rejected at dry-run: policy-error: the policy refused to decide: no roles");
+        let source = r.source().expect("the cause is kept");
+        assert_eq!(source.downcast_ref::<PolicyError>().map(PolicyError::kind), Some("policy-error"));
+        assert!(Rejection::new(Stage::Read, "unreadable").source().is_none());
+    }
+
+    #[test]
+    fn a_fallback_that_cannot_decide_is_rejected_with_the_reason() {
+        let limits = ScalingLimits { fallback: "buffer".into(), ..ScalingLimits::default() };
+        let bytes = PolicySource::Builtin("vanilla").read().expect("a built-in");
+        let r = prepare(Origin::Upload(Arc::new(bytes.clone())), &bytes, "{}".into(), limits, None)
+            .expect_err("buffer needs adapter_id");
+        assert_eq!(r.stage, Stage::Validate, "{r}");
+        assert!(r.error.contains("the fallback buffer") && r.error.contains("adapter_id"), "{r}");
+
+        let mut limits = ScalingLimits { fallback: "buffer".into(), ..ScalingLimits::default() };
+        limits.fallback_params = serde_json::from_str(r#"{"adapter_id": "pool"}"#).ok();
+        let c = prepare(Origin::Upload(Arc::new(bytes.clone())), &bytes, "{}".into(), limits, None).expect("accepted");
+        assert_eq!(c.fallback_params, r#"{"adapter_id":"pool"}"#);
+    }
+}
