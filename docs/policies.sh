@@ -26,6 +26,6 @@ run spiky --policy 'vanilla:{"upper_task_ratio": 2}' --policy 'capability:{"uppe
     --policy "buffer:{$pool, \"target_buffer\": 4}"
 run mixed-capabilities --policy 'vanilla:{"upper_task_ratio": 2}' --policy 'capability:{"upper_task_ratio": 2}'
 # pd_coordinated without params takes the workload's roles (a TTFT target of 4 s per prefill replica,
-# shares within 20-80%): see host/src/simulate/workload.rs, PD_ROLES.
+# shares within 10-90%): see host/src/simulate/workload.rs, PD_ROLES.
 run prefill-decode --policy 'vanilla:{"upper_task_ratio": 2}' --policy 'capability:{"upper_task_ratio": 2}' \
     --policy pd_coordinated

@@ -7,7 +7,8 @@
 //! let mut h = Harness::new(CoreConfig::default());
 //! let a = h.adapter("A", 2, 1, None);
 //! let (seq, snapshot) = h.decision().expect("membership asks for a decision");
-//! h.answer(seq, vec![h.start("A", &[])]);
+//! h.answer(seq, vec![Harness::start(&snapshot, "A", &[])]);
+//! assert_eq!(h.commands_to(a).len(), 1);
 //! ```
 
 use ebbtide_sdk::{CapMap, Command, Decision, NamedCapability, Snapshot};

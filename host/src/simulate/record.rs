@@ -33,7 +33,8 @@ pub struct RolePoint {
 pub struct RoleView {
     /// Live groups (starting or running).
     pub groups: u32,
-    pub pending: u32,
+    /// Tasks pending or running: the role's demand.
+    pub outstanding: u32,
     /// The mean over the role's groups of each metric they report.
     pub metrics: BTreeMap<String, f64>,
 }
@@ -180,7 +181,7 @@ impl Recorder {
         };
         let mut point = RolePoint { t_ms: snapshot.now_ms, roles: BTreeMap::new() };
         for t in &snapshot.task_groups {
-            point.roles.entry(role(t.capabilities)).or_default().pending += t.pending;
+            point.roles.entry(role(t.capabilities)).or_default().outstanding += t.pending + t.running;
         }
         let mut sums: BTreeMap<(String, &str), (f64, u32)> = BTreeMap::new();
         for m in &snapshot.metrics {

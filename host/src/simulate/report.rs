@@ -95,7 +95,7 @@ fn role_charts(runs: &[Run], until_ms: u64) -> Vec<Chart> {
     let [first, second] = names.as_slice() else { return vec![] };
     let mut split = Chart {
         file: "split.png",
-        title: "Split: the first role's share of groups, and of pending tasks (pressure)",
+        title: "Split: one role's share of the groups, and of the tasks (demand)",
         unit: "share",
         panels: vec![],
     };
@@ -115,9 +115,9 @@ fn role_charts(runs: &[Run], until_ms: u64) -> Vec<Chart> {
                     series(&|p| share(f64::from(view(p, first).groups), f64::from(view(p, second).groups))),
                 ),
                 Series::line(
-                    format!("{first} share of pending tasks"),
+                    format!("{first} share of tasks pending or running"),
                     RGBColor(200, 80, 40),
-                    series(&|p| share(f64::from(view(p, first).pending), f64::from(view(p, second).pending))),
+                    series(&|p| share(f64::from(view(p, first).outstanding), f64::from(view(p, second).outstanding))),
                 ),
             ],
         ));

@@ -39,8 +39,8 @@ pub enum GaugeModel {
     #[default]
     None,
     /// An LLM serving fleet: a `prefill` worker reports `ttft`, the time to first token in seconds of
-    /// the request it starts (its queue wait plus its prefill time); a `decode` worker reports
-    /// `kv_cache_utilization`, 1 while it decodes and 0 when idle.
+    /// the request it runs (its queue wait plus its prefill time), and nothing once idle; a `decode`
+    /// worker reports `kv_cache_utilization`, 1 while it decodes and 0 when idle.
     Serving,
 }
 
@@ -60,11 +60,15 @@ impl GaugeModel {
         }
     }
 
-    /// The gauges a worker of these capabilities reports when it becomes idle.
-    pub fn on_idle(self, capabilities: &CapMap) -> Option<(String, f64)> {
+    /// The gauges a worker of these capabilities reports when it becomes idle, if it reports at all:
+    /// an idle engine has no recent first token (its `ttft` is withdrawn) and an empty KV cache.
+    pub fn on_idle(self, capabilities: &CapMap) -> Option<Vec<(String, f64)>> {
         match self {
-            GaugeModel::Serving if capabilities.contains_key("decode") => Some(("kv_cache_utilization".into(), 0.0)),
-            _ => None,
+            GaugeModel::None => None,
+            GaugeModel::Serving if capabilities.contains_key("decode") => {
+                Some(vec![("kv_cache_utilization".into(), 0.0)])
+            }
+            GaugeModel::Serving => Some(vec![]),
         }
     }
 }
@@ -78,8 +82,9 @@ pub fn suggested_params(workload: &str, policy: &str) -> Option<&'static str> {
     }
 }
 
-/// The two roles of the `prefill-decode` workload, with a TTFT target of 4 s per prefill replica.
-pub const PD_ROLES: &str = r#"{"roles": [{"name": "prefill", "capabilities": {"prefill": 1}, "tasks_per_replica": 2, "metric_targets": {"ttft": 4.0}, "preferred_share": {"min_pct": 20, "max_pct": 80}}, {"name": "decode", "capabilities": {"decode": 1}, "tasks_per_replica": 2, "preferred_share": {"min_pct": 20, "max_pct": 80}}], "scale_down_stabilization_ms": 60000}"#;
+/// The two roles of the `prefill-decode` workload: 2 tasks per replica, a TTFT target of 4 s per prefill
+/// replica, shares within 10-90%.
+pub const PD_ROLES: &str = r#"{"roles": [{"name": "prefill", "capabilities": {"prefill": 1}, "tasks_per_replica": 2, "metric_targets": {"ttft": 4.0}, "preferred_share": {"min_pct": 10, "max_pct": 90}}, {"name": "decode", "capabilities": {"decode": 1}, "tasks_per_replica": 2, "preferred_share": {"min_pct": 10, "max_pct": 90}}], "scale_down_stabilization_ms": 60000}"#;
 
 pub const BUILT_IN: &str = "burst, diurnal, spiky, mixed-capabilities, prefill-decode";
 

@@ -188,7 +188,7 @@ impl<'a> World<'a> {
                     let capabilities = caps.clone();
                     self.workers.insert(worker, SimWorker { adapter, group: id, capabilities, task: None });
                     self.join(worker, Role::Worker, &format!("{}-{id}-{n}", self.fleet[adapter].id));
-                    self.heartbeat(worker, None);
+                    self.heartbeat(worker, vec![]);
                 }
             }
             Event::TaskDone { worker, task } => {
@@ -196,10 +196,10 @@ impl<'a> World<'a> {
                     return; // The worker is gone, and the task was requeued.
                 };
                 let (_, id) = w.task.take().expect("checked");
-                let idle_gauge = self.workload.gauges.on_idle(&w.capabilities);
+                let idle_gauges = self.workload.gauges.on_idle(&w.capabilities);
                 self.recorder.task_finished();
-                if idle_gauge.is_some() {
-                    self.heartbeat(worker, idle_gauge);
+                if let Some(gauges) = idle_gauges {
+                    self.heartbeat(worker, gauges);
                 }
                 let result = TaskResult { id, status: crate::protocol::TaskStatus::Done, output: vec![] };
                 self.core.handle(self.now, Input::Message { peer: worker, message: Message::TaskResult(result) });
@@ -207,14 +207,14 @@ impl<'a> World<'a> {
         }
     }
 
-    /// A heartbeat from `worker`, with a gauge when the workload's engines report one.
-    fn heartbeat(&mut self, worker: PeerId, gauge: Option<(String, f64)>) {
+    /// A heartbeat from `worker` with its current gauges (which replace those it reported before).
+    fn heartbeat(&mut self, worker: PeerId, gauges: Vec<(String, f64)>) {
         let Some(w) = self.workers.get(&worker) else { return };
         let hb = WorkerHeartbeat {
             capabilities: w.capabilities.clone(),
             group: Some(w.group),
             assigned: w.task.iter().map(|(_, id)| *id).collect(),
-            gauges: gauge.into_iter().collect(),
+            gauges,
         };
         self.core.handle(self.now, Input::Message { peer: worker, message: Message::WorkerHeartbeat(hb) });
     }
@@ -273,8 +273,8 @@ impl<'a> World<'a> {
                 self.recorder.task_started(index, self.now);
                 self.schedule(self.now + duration, Event::TaskDone { worker: peer, task: index });
                 let gauge = self.workload.gauges.on_start(&self.workload.arrivals[index], self.now);
-                if gauge.is_some() {
-                    self.heartbeat(peer, gauge);
+                if let Some(gauge) = gauge {
+                    self.heartbeat(peer, vec![gauge]);
                 }
             }
             Message::AdapterCommand(AdapterCommand::Start { group_id, capabilities, .. }) => {
