@@ -161,7 +161,8 @@ priority = 1
     let now = decisions(&log).last().cloned().unwrap();
     let seen = Seen(&now);
     let primary = seen.groups().iter().find(|g| !g["adapter"].is_null() && seen.name(&g["adapter"]) == "prim").unwrap();
-    let needle = format!("--group {} ", primary["id"]);
+    // This scheduler's worker of that group (other tests' clusters run beside this one).
+    let needle = format!("{address} --group {} ", primary["id"]);
     let procs = processes_matching(&needle);
     assert_eq!(procs.len(), 1, "{procs:?}");
     let pid: i32 = procs[0].split(':').next().unwrap().parse().unwrap();

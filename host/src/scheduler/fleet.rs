@@ -1,7 +1,7 @@
 //! Workers, worker groups and adapters, and their lifecycles.
 //!
-//! A managed group is created by an accepted start (`starting`, H1), becomes `running` once its
-//! adapter has confirmed and all its workers have connected, `draining` when shut down (H2: no new tasks, no capacity), and is gone when the
+//! A managed group is created by an accepted start (`starting`, H1), becomes `running` once all its
+//! workers have connected (the adapter's confirmation may arrive before or after), `draining` when shut down (H2: no new tasks, no capacity), and is gone when the
 //! adapter confirms the shutdown, reports it lost, or the start times out. Workers that connect without
 //! a group join the unmanaged group of their capability set (H6). When a group or its adapter goes, its
 //! workers are disconnected and their tasks go back to pending.
@@ -43,15 +43,29 @@ impl Scheduler {
         self.maybe_running(group);
     }
 
-    /// A starting group is running once its adapter confirmed and every worker it will have connected.
+    /// A starting group is running once every worker it will have has connected. That proves the
+    /// start even when the adapter's confirmation is still on its way (it may come second), and a
+    /// policy must not count idle connected workers of a `starting` group as busy meanwhile.
     fn maybe_running(&mut self, id: GroupId) {
         let now = self.now_ms;
         let Some(g) = self.groups.get_mut(&id) else { return };
         let size = g.adapter.as_ref().and_then(|a| self.adapters.get(a)).map_or(1, |a| a.workers_per_group as usize);
-        if g.phase == GroupPhase::Starting && g.confirmed && g.workers.len() >= size {
+        if g.phase == GroupPhase::Starting && g.workers.len() >= size.max(1) {
             g.phase = GroupPhase::Running;
             g.phase_since_ms = now;
             self.membership_owed = true;
+            self.adopt_adapter_capabilities(id);
+        }
+    }
+
+    /// A started group has what its adapter's machines offer, plus what the start asked for (a `{}`
+    /// start on a GPU adapter runs on GPU machines). Idempotent.
+    fn adopt_adapter_capabilities(&mut self, id: GroupId) {
+        let Some(g) = self.groups.get_mut(&id) else { return };
+        let offered = g.adapter.as_ref().and_then(|a| self.adapters.get(a)).and_then(|a| a.capabilities.clone());
+        if let Some(mut caps) = offered {
+            caps.extend(std::mem::take(&mut g.capabilities));
+            g.capabilities = caps;
         }
     }
 
@@ -215,15 +229,8 @@ impl Scheduler {
         }
         match (self.owned_group(peer, r.group_id), r.ok) {
             (Some(GroupPhase::Starting), true) => {
-                // The group has what its adapter's machines offer, plus what the start asked for (a
-                // `{}` start on a GPU adapter runs on GPU machines).
-                let offered = self.adapter_of(peer).and_then(|n| self.adapters.get(&n)?.capabilities.clone());
-                let g = self.groups.get_mut(&r.group_id).expect("owned");
-                g.confirmed = true;
-                if let Some(mut caps) = offered {
-                    caps.extend(std::mem::take(&mut g.capabilities));
-                    g.capabilities = caps;
-                }
+                self.groups.get_mut(&r.group_id).expect("owned").confirmed = true;
+                self.adopt_adapter_capabilities(r.group_id);
                 self.maybe_running(r.group_id);
             }
             (Some(GroupPhase::Starting), false) => {

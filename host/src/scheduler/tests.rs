@@ -85,11 +85,27 @@ fn h1_accepted_start_is_starting_in_the_next_snapshot_then_running_once_confirme
     assert_eq!((sg.state, sg.workers, sg.adapter.map(|n| s.name(n))), (GroupState::Starting, 0, Some("A")));
 
     h.respond(a, g, true);
+    assert_eq!(group(&look(&mut h), g).unwrap().state, GroupState::Starting, "confirmed, no worker yet");
     h.worker(Some(g), CapMap::new(), vec![]);
     assert_eq!(group(&look(&mut h), g).unwrap().state, GroupState::Starting, "running only once all workers are in");
     h.worker(Some(g), CapMap::new(), vec![]);
     let s = look(&mut h);
     assert_eq!((group(&s, g).unwrap().state, group(&s, g).unwrap().workers), (GroupState::Running, 2));
+}
+
+#[test]
+fn h1_group_whose_workers_all_connect_before_the_confirmation_runs_with_its_adapters_capabilities() {
+    let mut h = Harness::new(config());
+    let a = h.adapter("gpu-box", 0, 1, Some(caps(&[("gpu", 1)])));
+    settle(&mut h);
+    let g = start_one(&mut h, a, "gpu-box");
+    h.worker(Some(g), caps(&[("gpu", 1)]), vec![]);
+    let s = look(&mut h);
+    let sg = group(&s, g).unwrap();
+    assert_eq!((sg.state, sg.idle_workers), (GroupState::Running, 1), "an idle worker of a running group is free");
+    assert_eq!(caps_of(&s, sg), caps(&[("gpu", 1)]));
+    h.respond(a, g, true);
+    assert_eq!(group(&look(&mut h), g).unwrap().state, GroupState::Running, "the late confirmation changes nothing");
 }
 
 #[test]
