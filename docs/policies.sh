@@ -8,14 +8,14 @@ cd "$(dirname "$0")/.."
 ebbtide=target/release/ebbtide
 out=docs/policies
 pool='"adapter_id": "pool"'
-roles='{"roles": [{"name": "prefill", "capabilities": {"prefill": 1}, "tasks_per_replica": 2}, {"name": "decode", "capabilities": {"decode": 1}, "tasks_per_replica": 2}], "scale_down_stabilization_ms": 60000}'
 
 run() {
     local workload=$1; shift
     echo "## $workload"
     "$ebbtide" --log error simulate --workload "$workload" --out "$out/$workload" "$@" 2>/dev/null
-    # Only the capacity chart is kept in the repository; the rest can be regenerated.
-    rm -f "$out/$workload"/{demand,queue_wait}.png "$out/$workload"/report.html "$out/$workload"/curve-*.csv
+    # Only the capacity chart (and prefill-decode's split chart) is kept in the repository; the rest can
+    # be regenerated.
+    rm -f "$out/$workload"/{demand,queue_wait,pressure}.png "$out/$workload"/report.html "$out/$workload"/curve-*.csv
 }
 
 run burst --policy no --policy 'vanilla:{"upper_task_ratio": 2}' --policy 'capability:{"upper_task_ratio": 2}' \
@@ -25,5 +25,7 @@ run diurnal --duration 24h --policy 'vanilla:{"upper_task_ratio": 2}' --policy "
 run spiky --policy 'vanilla:{"upper_task_ratio": 2}' --policy 'capability:{"upper_task_ratio": 2}' \
     --policy "buffer:{$pool, \"target_buffer\": 4}"
 run mixed-capabilities --policy 'vanilla:{"upper_task_ratio": 2}' --policy 'capability:{"upper_task_ratio": 2}'
+# pd_coordinated without params takes the workload's roles (a TTFT target of 4 s per prefill replica,
+# shares within 10-90%): see host/src/simulate/workload.rs, PD_ROLES.
 run prefill-decode --policy 'vanilla:{"upper_task_ratio": 2}' --policy 'capability:{"upper_task_ratio": 2}' \
-    --policy "pd_coordinated:$roles"
+    --policy pd_coordinated

@@ -3,8 +3,8 @@
 //! from `policy new` in each language must do the same as generated. A change to the contract that
 //! breaks a language fails here.
 //!
-//! A language is skipped, with the reason printed, only when its toolchain's base (python3 with venv,
-//! node with npm) is missing from the machine; .ci/run has them.
+//! A language whose toolchain's base (python3 with venv, node with npm) is missing from the machine
+//! fails under `CI=true`, naming it (.ci/run installs them), and is skipped visibly elsewhere.
 
 mod common;
 
@@ -19,14 +19,12 @@ fn examples() -> PathBuf {
     common::workspace_root().join("examples").join("policies")
 }
 
-/// Why this language cannot be built here, if it cannot.
+/// The tool this language lacks here, if any.
 fn missing_toolchain(lang: &str) -> Option<&'static str> {
     let works = |cmd: &str, args: &[&str]| Command::new(cmd).args(args).output().is_ok_and(|o| o.status.success());
     match lang {
-        "python" | "c" if !works("python3", &["-m", "venv", "--help"]) => Some("python3 with venv is not installed"),
-        "javascript" if !works("npm", &["--version"]) || !works("node", &["--version"]) => {
-            Some("node and npm are not installed")
-        }
+        "python" | "c" if !works("python3", &["-m", "venv", "--help"]) => Some("python3 with venv"),
+        "javascript" if !works("npm", &["--version"]) || !works("node", &["--version"]) => Some("node with npm"),
         _ => None,
     }
 }
@@ -61,9 +59,8 @@ fn build_and_check(dir: &Path, component: &Path, vectors: &Path, env: &[(&str, P
 
 fn example_and_scaffold(lang: &str) {
     let (folder, flag) = LANGUAGES.iter().find(|(f, _)| *f == lang).copied().unwrap();
-    if let Some(reason) = missing_toolchain(folder) {
-        eprintln!("SKIPPED {folder}: {reason}");
-        return;
+    if let Some(tool) = missing_toolchain(folder) {
+        return common::tool_missing(tool, &format!("the {folder} example"));
     }
     let example = examples().join(folder);
     build_and_check(&example, &example.join("queue_depth.wasm"), &examples().join("queue_depth.json"), &[]);

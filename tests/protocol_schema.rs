@@ -16,8 +16,7 @@ const COMMITTED: &str = "host/src/protocol/ebbtide_capnp.rs";
 #[test]
 fn committed_generated_code_matches_the_schema() {
     if Command::new("capnp").arg("--version").output().is_err() {
-        eprintln!("skipped: the `capnp` tool is not installed (Debian package `capnproto`)");
-        return;
+        return common::tool_missing("the capnp tool (Debian package capnproto)", "checking the generated code");
     }
     let root = common::workspace_root();
     let out = common::temp_dir("capnp-gen");

@@ -80,8 +80,7 @@ fn burst_report_is_complete_consistent_and_renders() {
 /// Opens the report in headless Chromium and checks every chart loaded and has its size.
 fn render_in_browser(report: &Path, dir: &Path) {
     let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|b| which(b)) else {
-        eprintln!("SKIPPED the browser check: no chromium on this machine (.ci/run installs Debian's chromium)");
-        return;
+        return common::tool_missing("chromium (Debian package chromium)", "the report's browser check");
     };
     // The report as it is, plus a probe that writes what the browser made of each image into the DOM.
     let html = std::fs::read_to_string(report).unwrap();
@@ -205,4 +204,58 @@ fn commands(log: &Path) -> Vec<String> {
             _ => panic!("unknown command {c}"),
         })
         .collect()
+}
+
+/// `pd_coordinated` on the `prefill-decode` workload (the prefill share of the tasks drifts from 80%
+/// to 20%): the simulated engines report `ttft` and `kv_cache_utilization`, the host derives
+/// `queue_depth`, and the split of the groups follows the pressure; the report charts both.
+#[test]
+fn prefill_decode_split_follows_the_pressure_and_is_charted() {
+    let dir = common::temp_dir("simulate-pd");
+    let args = ["--workload", "prefill-decode", "--duration", "12m", "--policy", "pd_coordinated"];
+    simulate(&dir, &[&args[..], &["--out", "report", "--decision-logs"]].concat());
+    let out = dir.join("report");
+    for chart in ["split.png", "pressure.png"] {
+        assert!(out.join(chart).metadata().is_ok_and(|m| m.len() > 1000), "{chart} is missing or empty");
+    }
+    let log = decisions(&out.join("decisions-pd_coordinated.jsonl"));
+    let mut seen_metrics = std::collections::BTreeSet::new();
+    // The prefill share of live groups over the first and the last quarter of the run.
+    let (mut early, mut late) = (Vec::new(), Vec::new());
+    let end = 12 * 60_000;
+    for d in &log {
+        let s = &d["snapshot"];
+        let names = s["names"].as_array().unwrap();
+        let role = |g: &Value| {
+            let set = &s["capability_sets"][g["capabilities"].as_u64().unwrap() as usize];
+            set.as_array()
+                .unwrap()
+                .first()
+                .map(|c| names[c["name"].as_u64().unwrap() as usize].as_str().unwrap().to_owned())
+        };
+        for m in s["metrics"].as_array().unwrap() {
+            seen_metrics.insert(names[m["name"].as_u64().unwrap() as usize].as_str().unwrap().to_owned());
+        }
+        let groups = s["worker_groups"].as_array().unwrap();
+        let prefill = groups.iter().filter(|g| role(g).as_deref() == Some("prefill")).count() as f64;
+        let decode = groups.iter().filter(|g| role(g).as_deref() == Some("decode")).count() as f64;
+        if prefill + decode == 0.0 {
+            continue;
+        }
+        let now = s["now_ms"].as_u64().unwrap();
+        if now < end / 4 {
+            early.push(prefill / (prefill + decode));
+        } else if now > end * 3 / 4 {
+            late.push(prefill / (prefill + decode));
+        }
+    }
+    for name in ["utilization", "queue_depth", "ttft", "kv_cache_utilization"] {
+        assert!(seen_metrics.contains(name), "no decision saw {name}: {seen_metrics:?}");
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (early, late) = (mean(&early), mean(&late));
+    assert!(
+        early > late + 0.2,
+        "the prefill share of groups should fall with prefill pressure: {early:.2} -> {late:.2}"
+    );
 }

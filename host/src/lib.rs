@@ -8,12 +8,15 @@
 //! - [`simulate`]: the same core and runtime on a virtual clock, with simulated peers.
 //! - [`admin`]: the admin HTTP endpoints.
 //! - [`adapter`], [`worker`], [`client`]: the other peers.
+//! - [`fleet_config`]: capability strings and `[[adapter]]` tables, shared by the command line and
+//!   the simulator.
 //! - [`cli`]: the command line.
 
 pub mod adapter;
 pub mod admin;
 pub mod cli;
 pub mod client;
+pub mod fleet_config;
 pub mod policy;
 pub mod protocol;
 pub mod scheduler;

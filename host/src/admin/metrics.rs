@@ -2,6 +2,9 @@
 
 use std::fmt::Write;
 
+use std::collections::BTreeMap;
+
+use crate::scheduler::DropReason;
 use crate::scheduler::status::{Histogram, LATENCY_BUCKETS_US, Status};
 use crate::server::ShellStatus;
 use crate::server::shell_status::SWAP_BUCKETS_MS;
@@ -49,13 +52,10 @@ pub fn render(shell: &ShellStatus, s: &Status) -> String {
         );
     }
     metric("decisions_total", "counter", "Scaling decisions made.", &[("", c.decisions as f64)]);
-    metric("decision_failures_total", "counter", "Decisions the policy failed.", &[("", c.decisions_failed as f64)]);
-    metric(
-        "commands_dropped_total",
-        "counter",
-        "Commands refused by the guard rails.",
-        &[("", c.commands_dropped as f64)],
-    );
+    let failed = labelled("kind", crate::policy::PolicyError::KINDS.iter().copied(), &c.decisions_failed_by_kind);
+    metric("decisions_failed_total", "counter", "Decisions the policy failed, by kind of failure.", &borrowed(&failed));
+    let dropped = labelled("reason", DropReason::KINDS.iter().copied(), &c.commands_dropped_by_reason);
+    metric("commands_dropped_total", "counter", "Commands refused by the guard rails, by reason.", &borrowed(&dropped));
     metric("group_starts_total", "counter", "Group starts sent to adapters.", &[("", c.starts as f64)]);
     metric("group_shutdowns_total", "counter", "Group shutdowns sent to adapters.", &[("", c.shutdowns as f64)]);
     metric("start_failures_total", "counter", "Starts that failed or timed out.", &[("", c.start_failures as f64)]);
@@ -141,6 +141,23 @@ pub fn render(shell: &ShellStatus, s: &Status) -> String {
         &swaps.latency_ms,
     );
     out
+}
+
+/// One sample per kind, every known kind listed (at 0 until it happens) so that rates work from the start.
+fn labelled<'a>(
+    label: &str,
+    kinds: impl Iterator<Item = &'a str>,
+    counts: &BTreeMap<String, u64>,
+) -> Vec<(String, f64)> {
+    let mut all: BTreeMap<&str, u64> = kinds.map(|k| (k, 0)).collect();
+    for (kind, n) in counts {
+        all.insert(kind, *n);
+    }
+    all.into_iter().map(|(kind, n)| (format!(r#"{{{label}="{kind}"}}"#), n as f64)).collect()
+}
+
+fn borrowed(samples: &[(String, f64)]) -> Vec<(&str, f64)> {
+    samples.iter().map(|(l, v)| (l.as_str(), *v)).collect()
 }
 
 /// A Prometheus histogram from per-bucket counts; `scale` turns the unit into seconds.

@@ -20,7 +20,17 @@ fn address(s: &str) -> Result<Address, String> {
 
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  ebbtide worker tcp://127.0.0.1:8516\n  ebbtide worker tcp://127.0.0.1:8516 --capabilities gpu=1,linux"
+    after_help = "Functions: sleep (payload: milliseconds), spin (busy CPU, payload: milliseconds), echo (returns the payload), \
+fail (fails with the payload as its message), gauge (payload: name=value, sets a gauge), exec (payload: a shell command; \
+only with --allow-exec).\n\n\
+Gauges: named numbers the worker reports in every heartbeat (about once a second), such as a queue depth or a \
+KV-cache use. The scheduler gives policies each group's mean of them in the snapshot's metrics, beside the \
+utilization and queue_depth it derives itself. Set them with --gauge at start, or later with a task of the gauge \
+function, whose payload is name=value (the new value is reported before the task's result). At most 32 gauges per \
+worker; names are 1 to 64 letters, digits or _-.:/ characters; values are finite numbers in any unit you choose.\n\n\
+Examples:\n  ebbtide worker tcp://127.0.0.1:8516\n  ebbtide worker tcp://127.0.0.1:8516 --capabilities gpu=1,linux\n  \
+ebbtide worker tcp://127.0.0.1:8516 --capabilities decode --gauge kv_cache_utilization=0.4 --gauge ttft=0.2\n  \
+ebbtide submit tcp://127.0.0.1:8516 --function gauge --payload kv_cache_utilization=0.9"
 )]
 pub struct WorkerArgs {
     /// The scheduler, e.g. tcp://127.0.0.1:8516.
@@ -35,6 +45,9 @@ pub struct WorkerArgs {
     /// Allow the `exec` function (runs its payload with sh -c).
     #[arg(long)]
     pub allow_exec: bool,
+    /// A gauge to report from the start, NAME=VALUE (e.g. kv_cache_utilization=0.4); repeat for more.
+    #[arg(long = "gauge", value_name = "NAME=VALUE", value_parser = worker::parse_gauge)]
+    pub gauges: Vec<(String, f64)>,
     #[arg(long, env = "EBBTIDE_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
 }
@@ -174,7 +187,7 @@ ebbtide submit tcp://127.0.0.1:8516 --function echo --payload hi --capabilities 
 pub struct SubmitArgs {
     #[arg(value_parser = address)]
     pub address: Address,
-    /// sleep, spin, echo, fail or exec (see `ebbtide worker --help`).
+    /// sleep, spin, echo, fail, gauge or exec (see `ebbtide worker --help`).
     #[arg(long)]
     pub function: String,
     #[arg(long, default_value = "")]
@@ -210,6 +223,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
         allow_exec: args.allow_exec,
         token: args.token,
         identity: format!("worker-{}", std::process::id()),
+        gauges: args.gauges,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     if let Some(reason) = runtime.block_on(worker::run(options))? {

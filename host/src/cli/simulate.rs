@@ -59,7 +59,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     }
     let workload = Workload::load(&args.workload, args.duration, args.seed)?;
     let fleet = fleet(&args)?;
-    let contenders = contenders(&args.policies, &args.params)?;
+    let contenders = contenders(&args.policies, &args.params, &workload.name)?;
     let duration_ms = args.duration.unwrap_or(workload.default_duration_ms);
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -125,13 +125,20 @@ fn fleet(args: &SimulateArgs) -> anyhow::Result<Vec<AdapterModel>> {
     Ok(fleet)
 }
 
-/// `NAME|PATH[:PARAMS]` for each --policy; labels are made unique.
-fn contenders(specs: &[String], default_params: &str) -> anyhow::Result<Vec<Contender>> {
+/// `NAME|PATH[:PARAMS]` for each --policy; labels are made unique. A built-in given no params at all
+/// gets the workload's suggestion, if it has one (`pd_coordinated` on `prefill-decode`: its roles).
+fn contenders(specs: &[String], default_params: &str, workload: &str) -> anyhow::Result<Vec<Contender>> {
     let mut out: Vec<Contender> = Vec::new();
     for spec in specs {
         let (name, params) = match spec.find(":{") {
             Some(i) => (&spec[..i], &spec[i + 1..]),
-            None => (spec.as_str(), default_params),
+            None => match workload::suggested_params(workload, spec) {
+                Some(suggested) if default_params.trim() == "{}" => {
+                    eprintln!("{spec}: the {workload} workload's params {suggested}");
+                    (spec.as_str(), suggested)
+                }
+                _ => (spec.as_str(), default_params),
+            },
         };
         crate::policy::candidate::json_object(params).map_err(|e| anyhow::anyhow!("--policy {spec:?}: {e}"))?;
         let source = PolicySource::parse(name, None)?;

@@ -41,10 +41,14 @@ impl Stage {
     }
 }
 
+/// Why a candidate was refused: the stage, a message, and the typed error behind it when there is one
+/// (`std::error::Error::source`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Rejection {
     pub stage: Stage,
     pub error: String,
+    #[serde(skip)]
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl std::fmt::Display for Rejection {
@@ -53,9 +57,26 @@ impl std::fmt::Display for Rejection {
     }
 }
 
+impl std::error::Error for Rejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
 impl Rejection {
     pub fn new(stage: Stage, error: impl Into<String>) -> Self {
-        Rejection { stage, error: error.into() }
+        Rejection { stage, error: error.into(), cause: None }
+    }
+
+    /// A rejection caused by `error`, whose message it carries and which it keeps as its source.
+    pub fn caused_by(stage: Stage, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Rejection { stage, error: error.to_string(), cause: Some(Arc::new(error)) }
+    }
+
+    /// The same rejection, its message preceded by `context`.
+    fn context(mut self, context: &str) -> Self {
+        self.error = format!("{context}: {}", self.error);
+        self
     }
 }
 
@@ -79,9 +100,7 @@ impl Origin {
     /// The candidate's bytes, read under `rules` (an upload is held to the same size cap).
     pub fn read(&self, rules: &ReadRules) -> Result<Arc<Vec<u8>>, Rejection> {
         match self {
-            Origin::Source(s) => {
-                s.read_with(rules).map(Arc::new).map_err(|e| Rejection::new(Stage::Read, e.to_string()))
-            }
+            Origin::Source(s) => s.read_with(rules).map(Arc::new).map_err(|e| Rejection::caused_by(Stage::Read, e)),
             Origin::Upload(bytes) if bytes.len() > rules.max_bytes => Err(Rejection::new(
                 Stage::Read,
                 format!("the upload is {} bytes, over the limit of {} (max_policy_bytes)", bytes.len(), rules.max_bytes),
@@ -100,6 +119,8 @@ pub struct Candidate {
     pub limits: ScalingLimits,
     /// The built-in that decides if this policy keeps failing (loaded now, so engaging it costs nothing).
     pub fallback: Arc<LoadedPolicy>,
+    /// The fallback's params (`fallback_params`), as JSON text; checked like the policy's.
+    pub fallback_params: String,
 }
 
 /// Runs every stage on `bytes`. `last` is the snapshot and state of the last decision, if any; before
@@ -112,14 +133,22 @@ pub fn prepare(
     last: Option<(&Snapshot, &[u8])>,
 ) -> Result<Candidate, Rejection> {
     limits.validate().map_err(|e| Rejection::new(Stage::Read, format!("[scaling.limits] {e}")))?;
-    let policy = LoadedPolicy::load(bytes, limits.call()).map_err(|e| Rejection::new(load_stage(&e), e.to_string()))?;
+    let policy = LoadedPolicy::load(bytes, limits.call()).map_err(|e| Rejection::caused_by(load_stage(&e), e))?;
     let policy = Arc::new(policy);
     check_params(&policy, &params)?;
     let empty = Snapshot::default();
     let (snapshot, state) = last.unwrap_or((&empty, &[]));
-    policy.decide(&params, snapshot, state).map_err(|e| Rejection::new(Stage::DryRun, e.to_string()))?;
-    let fallback = load_builtin(&limits.fallback, &limits)?;
-    Ok(Candidate { policy, origin, params, limits, fallback })
+    policy.decide(&params, snapshot, state).map_err(|e| Rejection::caused_by(Stage::DryRun, e))?;
+    // The fallback passes the same stages with its own params: it must be able to decide the day
+    // the policy cannot.
+    let context = format!("the fallback {} (fallback_params in [scaling.limits])", limits.fallback);
+    let fallback = load_builtin(&limits.fallback, &limits).map_err(|r| r.context(&context))?;
+    let fallback_params = limits.fallback_params_json();
+    check_params(&fallback, &fallback_params).map_err(|r| r.context(&context))?;
+    fallback
+        .decide(&fallback_params, snapshot, &[])
+        .map_err(|e| Rejection::caused_by(Stage::DryRun, e).context(&context))?;
+    Ok(Candidate { policy, origin, params, limits, fallback, fallback_params })
 }
 
 /// Params are a JSON object; the error says so, with an example.
@@ -139,7 +168,7 @@ pub fn check_params(policy: &LoadedPolicy, params: &str) -> Result<(), Rejection
         Ok(Err(errors)) => {
             Err(reject(format!("{} does not accept these params: {}", policy.info.name, errors.join("; "))))
         }
-        Err(e) => Err(reject(e.to_string())),
+        Err(e) => Err(Rejection::caused_by(Stage::Validate, e)),
     }
 }
 
@@ -147,8 +176,8 @@ pub fn check_params(policy: &LoadedPolicy, params: &str) -> Result<(), Rejection
 pub fn load_builtin(name: &str, limits: &ScalingLimits) -> Result<Arc<LoadedPolicy>, Rejection> {
     let source = builtin::find(name)
         .map(|b| PolicySource::Builtin(b.name))
-        .ok_or_else(|| Rejection::new(Stage::Read, SourceError::Unknown(name.to_owned()).to_string()))?;
-    source.load(limits.call()).map_err(|e| Rejection::new(Stage::Compile, e.to_string()))
+        .ok_or_else(|| Rejection::caused_by(Stage::Read, SourceError::Unknown(name.to_owned())))?;
+    source.load(limits.call()).map_err(|e| Rejection::caused_by(Stage::Compile, e))
 }
 
 /// Which stage a loading error belongs to (loading covers compile, world and describe).
@@ -157,5 +186,36 @@ fn load_stage(e: &PolicyError) -> Stage {
         PolicyError::InvalidComponent(_) => Stage::Compile,
         PolicyError::Incompatible(_) => Stage::World,
         _ => Stage::Describe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_rejection_is_an_error_whose_source_is_the_typed_cause() {
+        let r = Rejection::caused_by(Stage::DryRun, PolicyError::Refused("no roles".into()));
+        assert_eq!(r.to_string(), "rejected at dry-run: policy-error: the policy refused to decide: no roles");
+        let source = r.source().expect("the cause is kept");
+        assert_eq!(source.downcast_ref::<PolicyError>().map(PolicyError::kind), Some("policy-error"));
+        assert!(Rejection::new(Stage::Read, "unreadable").source().is_none());
+    }
+
+    #[test]
+    fn a_fallback_that_cannot_decide_is_rejected_with_the_reason() {
+        let limits = ScalingLimits { fallback: "buffer".into(), ..ScalingLimits::default() };
+        let bytes = PolicySource::Builtin("vanilla").read().expect("a built-in");
+        let r = prepare(Origin::Upload(Arc::new(bytes.clone())), &bytes, "{}".into(), limits, None)
+            .expect_err("buffer needs adapter_id");
+        assert_eq!(r.stage, Stage::Validate, "{r}");
+        assert!(r.error.contains("the fallback buffer") && r.error.contains("adapter_id"), "{r}");
+
+        let mut limits = ScalingLimits { fallback: "buffer".into(), ..ScalingLimits::default() };
+        limits.fallback_params = serde_json::from_str(r#"{"adapter_id": "pool"}"#).ok();
+        let c = prepare(Origin::Upload(Arc::new(bytes.clone())), &bytes, "{}".into(), limits, None).expect("accepted");
+        assert_eq!(c.fallback_params, r#"{"adapter_id":"pool"}"#);
     }
 }

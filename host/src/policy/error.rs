@@ -37,6 +37,19 @@ pub enum PolicyError {
 }
 
 impl PolicyError {
+    /// Every [`PolicyError::kind`], for counters that list each kind from the start.
+    pub const KINDS: [&'static str; 9] = [
+        "timeout",
+        "memory",
+        "fuel",
+        "trap",
+        "invalid-decision",
+        "policy-error",
+        "incompatible",
+        "invalid-component",
+        "instantiate",
+    ];
+
     /// A stable, machine-readable name for the kind of failure.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -54,6 +54,11 @@ pub struct ScalingLimits {
     pub max_consecutive_failures: u32,
     /// The built-in that decides while the policy is failing. Default `vanilla`.
     pub fallback: String,
+    /// The fallback's own params (a table in TOML, an object in JSON); default `{}`. Checked with the
+    /// fallback's `validate` and a dry-run decision whenever a policy is loaded, at start-up and on
+    /// every swap, so a fallback that could not decide (`buffer` without `adapter_id`, say) is
+    /// refused before it is ever needed.
+    pub fallback_params: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Default for ScalingLimits {
@@ -65,6 +70,7 @@ impl Default for ScalingLimits {
             fuel: call.fuel,
             max_consecutive_failures: 3,
             fallback: "vanilla".into(),
+            fallback_params: None,
         }
     }
 }
@@ -72,6 +78,11 @@ impl Default for ScalingLimits {
 impl ScalingLimits {
     pub fn call(&self) -> CallLimits {
         CallLimits { deadline_ms: self.deadline_ms, memory_mib: self.memory_mib, fuel: self.fuel }
+    }
+
+    /// The fallback's params as the JSON text it decides with.
+    pub fn fallback_params_json(&self) -> String {
+        serde_json::to_string(&self.fallback_params.clone().unwrap_or_default()).expect("a JSON map serializes")
     }
 
     /// Checks every value; the error names the bad one and what is accepted.

@@ -1,7 +1,7 @@
 //! Workers, worker groups and adapters, and their lifecycles.
 //!
-//! A managed group is created by an accepted start (`starting`, H1), becomes `running` once its
-//! adapter has confirmed and all its workers have connected, `draining` when shut down (H2: no new tasks, no capacity), and is gone when the
+//! A managed group is created by an accepted start (`starting`, H1), becomes `running` once all its
+//! workers have connected (the adapter's confirmation may arrive before or after), `draining` when shut down (H2: no new tasks, no capacity), and is gone when the
 //! adapter confirms the shutdown, reports it lost, or the start times out. Workers that connect without
 //! a group join the unmanaged group of their capability set (H6). When a group or its adapter goes, its
 //! workers are disconnected and their tasks go back to pending.
@@ -13,7 +13,8 @@ use crate::protocol::{AdapterCommand, AdapterHeartbeat, CommandResponse, Message
 
 impl Scheduler {
     pub(super) fn worker_heartbeat(&mut self, peer: PeerId, hb: WorkerHeartbeat) {
-        if self.workers.contains_key(&peer) {
+        if let Some(w) = self.workers.get_mut(&peer) {
+            w.gauges = super::metrics::keep_gauges(peer, hb.gauges);
             return self.touch_worker(peer);
         }
         if let Err(refusal) = super::tasks::check_names("", &hb.capabilities, &self.config.limits) {
@@ -32,10 +33,10 @@ impl Scheduler {
         };
         let identity = self.identity(peer);
         tracing::debug!(peer, %identity, group, "worker registered");
-        self.workers.insert(
-            peer,
-            Worker { identity, group, capabilities: hb.capabilities, task: None, last_seen_ms: self.now_ms },
-        );
+        let gauges = super::metrics::keep_gauges(peer, hb.gauges);
+        let worker =
+            Worker { identity, group, capabilities: hb.capabilities, task: None, last_seen_ms: self.now_ms, gauges };
+        self.workers.insert(peer, worker);
         let g = self.groups.get_mut(&group).expect("chosen above");
         g.workers.insert(peer);
         if g.phase != GroupPhase::Draining {
@@ -46,15 +47,29 @@ impl Scheduler {
         self.maybe_running(group);
     }
 
-    /// A starting group is running once its adapter confirmed and every worker it will have connected.
+    /// A starting group is running once every worker it will have has connected. That proves the
+    /// start even when the adapter's confirmation is still on its way (it may come second), and a
+    /// policy must not count idle connected workers of a `starting` group as busy meanwhile.
     fn maybe_running(&mut self, id: GroupId) {
         let now = self.now_ms;
         let Some(g) = self.groups.get_mut(&id) else { return };
         let size = g.adapter.as_ref().and_then(|a| self.adapters.get(a)).map_or(1, |a| a.workers_per_group as usize);
-        if g.phase == GroupPhase::Starting && g.confirmed && g.workers.len() >= size {
+        if g.phase == GroupPhase::Starting && g.workers.len() >= size.max(1) {
             g.phase = GroupPhase::Running;
             g.phase_since_ms = now;
             self.membership_owed = true;
+            self.adopt_adapter_capabilities(id);
+        }
+    }
+
+    /// A started group has what its adapter's machines offer, plus what the start asked for (a `{}`
+    /// start on a GPU adapter runs on GPU machines). Idempotent.
+    fn adopt_adapter_capabilities(&mut self, id: GroupId) {
+        let Some(g) = self.groups.get_mut(&id) else { return };
+        let offered = g.adapter.as_ref().and_then(|a| self.adapters.get(a)).and_then(|a| a.capabilities.clone());
+        if let Some(mut caps) = offered {
+            caps.extend(std::mem::take(&mut g.capabilities));
+            g.capabilities = caps;
         }
     }
 
@@ -225,6 +240,7 @@ impl Scheduler {
         match (self.owned_group(peer, r.group_id), r.ok) {
             (Some(GroupPhase::Starting), true) => {
                 self.groups.get_mut(&r.group_id).expect("owned").confirmed = true;
+                self.adopt_adapter_capabilities(r.group_id);
                 self.maybe_running(r.group_id);
             }
             (Some(GroupPhase::Starting), false) => {

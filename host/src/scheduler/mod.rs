@@ -5,12 +5,16 @@
 //! - [`peers`]: hellos, authentication and who is connected.
 //! - [`tasks`]: submission, the queue per capability set, allocation, results, requeueing.
 //! - [`fleet`]: workers, worker groups and adapters, and their lifecycles (H1, H2, H6).
-//! - [`snapshot`]: the contract's snapshot of all this (H5).
+//! - [`snapshot`]: the contract's snapshot of all this (H5), with [`metrics`] derived by the host and
+//!   reported by workers (H7).
 //! - [`scaling`]: triggers, the decision in flight, guard rails (H4) and dispatch (H3).
 
 pub mod config;
 mod fleet;
+pub mod harness;
 pub mod limits;
+pub mod metrics;
+pub mod outcome;
 mod peers;
 pub(crate) use peers::constant_time_eq;
 pub mod record;
@@ -19,6 +23,8 @@ pub use scaling::readable;
 mod snapshot;
 pub mod status;
 mod tasks;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -26,6 +32,7 @@ use ebbtide_sdk::{CapMap, Decision, Snapshot, Trigger};
 
 pub use config::{Allocate, CoreConfig, Tokens};
 pub use limits::Limits;
+pub use outcome::{DecisionFailure, DropReason};
 pub use record::DecisionRecord;
 pub use status::{Counters, Status};
 
@@ -55,7 +62,7 @@ pub enum Input {
     /// The policy answered decision `seq`.
     Decided {
         seq: u64,
-        outcome: Result<Decision, String>,
+        outcome: Result<Decision, DecisionFailure>,
         duration_us: u64,
     },
     /// An operator asked for a decision now.
@@ -111,6 +118,8 @@ struct Worker {
     capabilities: CapMap,
     task: Option<TaskId>,
     last_seen_ms: u64,
+    /// The gauges of its latest heartbeat, bounded ([`metrics`]).
+    gauges: BTreeMap<String, f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -30,6 +30,9 @@ pub struct DecisionRecord {
     pub duration_us: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The failure's kind (`PolicyError::kind()`), when the decision failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<&'static str>,
     /// What the shadow policy decided on the same snapshot, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowVerdict>,
@@ -64,6 +67,8 @@ pub struct ShadowVerdict {
 #[derive(Debug, Serialize)]
 pub struct DroppedCommand {
     pub command: ReadableCommand,
+    /// [`DropReason::kind`](super::DropReason::kind), e.g. `adapter_full`.
+    pub kind: &'static str,
     pub reason: String,
 }
 
@@ -83,6 +88,7 @@ impl DecisionRecord {
             diagnostics: Vec::new(),
             duration_us,
             error: None,
+            error_kind: None,
             shadow: None,
         }
     }

@@ -6,7 +6,7 @@ use ebbtide_sdk::{CapMap, Command, Decision, Snapshot, vectors::ReadableCommand}
 
 use super::record::{DecisionRecord, DroppedCommand};
 use super::status::LastDecision;
-use super::{GroupPhase, InFlight, Output, Scheduler, due_trigger};
+use super::{DecisionFailure, DropReason, GroupPhase, InFlight, Output, Scheduler, due_trigger};
 use crate::protocol::{AdapterCommand, Message};
 
 impl Scheduler {
@@ -27,7 +27,7 @@ impl Scheduler {
         self.outputs.push(Output::Decide { seq, snapshot, state });
     }
 
-    pub(super) fn on_decided(&mut self, seq: u64, outcome: Result<Decision, String>, duration_us: u64) {
+    pub(super) fn on_decided(&mut self, seq: u64, outcome: Result<Decision, DecisionFailure>, duration_us: u64) {
         let Some(flight) = self.in_flight.take_if(|f| f.seq == seq) else {
             return tracing::warn!(seq, "an answer for a decision that is not in flight; ignored");
         };
@@ -43,10 +43,12 @@ impl Scheduler {
                 self.policy_state = decision.state;
                 record.dropped = self.dispatch(&flight.snapshot, decision.commands);
             }
-            Err(error) => {
+            Err(failure) => {
                 self.counters.decisions_failed += 1;
-                tracing::warn!(seq, "decision failed; the fleet stays as it is: {error}");
-                record.error = Some(error);
+                *self.counters.decisions_failed_by_kind.entry(failure.kind.to_owned()).or_default() += 1;
+                tracing::warn!(seq, kind = failure.kind, "decision failed; the fleet stays as it is: {failure}");
+                record.error = Some(failure.message);
+                record.error_kind = Some(failure.kind);
             }
         }
         self.last_decision = Some(LastDecision {
@@ -77,22 +79,23 @@ impl Scheduler {
                 let command = readable(&command, snapshot);
                 tracing::warn!("dropped {command}: {reason}");
                 self.counters.commands_dropped += 1;
-                dropped.push(DroppedCommand { command, reason });
+                *self.counters.commands_dropped_by_reason.entry(reason.kind().to_owned()).or_default() += 1;
+                dropped.push(DroppedCommand { command, kind: reason.kind(), reason: reason.to_string() });
             }
         }
         dropped
     }
 
-    fn start(&mut self, adapter: &str, capabilities: CapMap, starts: &mut u32) -> Result<(), String> {
+    fn start(&mut self, adapter: &str, capabilities: CapMap, starts: &mut u32) -> Result<(), DropReason> {
         let Some(a) = self.adapters.get(adapter) else {
-            return Err(format!("unknown adapter {adapter:?}"));
+            return Err(DropReason::UnknownAdapter { adapter: adapter.to_owned() });
         };
         let live = self.groups.values().filter(|g| g.adapter.as_deref() == Some(adapter)).count();
         if a.max_worker_groups > 0 && live >= a.max_worker_groups as usize {
-            return Err(format!("adapter {adapter:?} is full ({live} of {} groups)", a.max_worker_groups));
+            return Err(DropReason::AdapterFull { adapter: adapter.to_owned(), live, max: a.max_worker_groups });
         }
         if *starts >= self.config.max_starts_per_tick {
-            return Err(format!("max_starts_per_tick ({}) reached", self.config.max_starts_per_tick));
+            return Err(DropReason::MaxStartsPerTick { max: self.config.max_starts_per_tick });
         }
         *starts += 1;
         let peer = a.peer;
@@ -103,14 +106,14 @@ impl Scheduler {
         Ok(())
     }
 
-    fn shutdown(&mut self, id: u64, shutdowns: &mut u32) -> Result<(), String> {
-        let Some(group) = self.groups.get(&id) else { return Err(format!("unknown group {id}")) };
-        let Some(adapter) = group.adapter.clone() else { return Err(format!("group {id} is unmanaged")) };
+    fn shutdown(&mut self, id: u64, shutdowns: &mut u32) -> Result<(), DropReason> {
+        let Some(group) = self.groups.get(&id) else { return Err(DropReason::UnknownGroup { group: id }) };
+        let Some(adapter) = group.adapter.clone() else { return Err(DropReason::Unmanaged { group: id }) };
         if group.phase == GroupPhase::Draining {
-            return Err(format!("group {id} is already draining"));
+            return Err(DropReason::AlreadyDraining { group: id });
         }
         if *shutdowns >= self.config.max_shutdowns_per_tick {
-            return Err(format!("max_shutdowns_per_tick ({}) reached", self.config.max_shutdowns_per_tick));
+            return Err(DropReason::MaxShutdownsPerTick { max: self.config.max_shutdowns_per_tick });
         }
         *shutdowns += 1;
         self.counters.shutdowns += 1;

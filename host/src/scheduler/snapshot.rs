@@ -1,4 +1,5 @@
-//! The contract's snapshot of the cluster: aggregated by capability set, names interned (H1, H2, H5, H6).
+//! The contract's snapshot of the cluster: aggregated by capability set, names interned (H1, H2, H5, H6),
+//! with the metrics of each worker group (H7, [`super::metrics`]).
 
 use std::collections::BTreeMap;
 
@@ -27,11 +28,12 @@ impl Scheduler {
             b.task_group(TaskGroup { capabilities, pending, running });
         }
 
+        let shares = self.queue_shares();
         for (id, g) in &self.groups {
             let adapter = g.adapter.as_deref().map(|a| b.name(a));
             let capabilities = b.capset_of(&g.capabilities);
             let workers = g.workers.len() as u32;
-            b.worker_group(WorkerGroup {
+            let index = b.worker_group(WorkerGroup {
                 id: *id,
                 adapter,
                 capabilities,
@@ -45,6 +47,7 @@ impl Scheduler {
                 idle_workers: workers.saturating_sub(g.busy),
                 idle_ms: if g.busy == 0 { now.saturating_sub(g.idle_since_ms) } else { 0 },
             });
+            self.group_metrics(&mut b, index, *id, &shares);
         }
 
         for (adapter, count) in std::mem::take(&mut self.misses) {

@@ -1,5 +1,7 @@
 //! Counters and the state summary behind `/status` and `/metrics`.
 
+use std::collections::BTreeMap;
+
 use ebbtide_sdk::Trigger;
 use serde::Serialize;
 
@@ -13,9 +15,13 @@ pub const LATENCY_BUCKETS_US: [u64; 12] =
 pub struct Counters {
     pub decisions: u64,
     pub decisions_failed: u64,
+    /// Failed decisions by `PolicyError::kind()` (`timeout`, `trap`, ...).
+    pub decisions_failed_by_kind: BTreeMap<String, u64>,
     pub starts: u64,
     pub shutdowns: u64,
     pub commands_dropped: u64,
+    /// Dropped commands by [`DropReason::kind`](super::DropReason::kind).
+    pub commands_dropped_by_reason: BTreeMap<String, u64>,
     pub start_failures: u64,
     pub groups_lost: u64,
     pub tasks_submitted: u64,

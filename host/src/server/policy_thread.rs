@@ -16,8 +16,8 @@ use super::swap::Ticket;
 use super::{Event, PolicyStatus};
 use crate::policy::Decider;
 use crate::policy::candidate::Candidate;
-use crate::scheduler::Input;
 use crate::scheduler::record::DecidedBy;
+use crate::scheduler::{DecisionFailure, Input};
 
 pub struct DecideJob {
     pub seq: u64,
@@ -44,7 +44,7 @@ struct Deciding {
 impl Deciding {
     fn new(candidate: &Candidate, fallback: bool) -> Self {
         let (policy, params) = if fallback {
-            (candidate.fallback.clone(), "{}".to_owned())
+            (candidate.fallback.clone(), candidate.fallback_params.clone())
         } else {
             (candidate.policy.clone(), candidate.params.clone())
         };
@@ -72,9 +72,15 @@ impl Active {
 
     /// Decides with the policy, or the fallback once engaged. Returns the outcome, who decided, and
     /// the reason when this failure just engaged the fallback.
-    fn decide(&mut self, job: &DecideJob) -> (Result<ebbtide_sdk::Decision, String>, Arc<DecidedBy>, Option<String>) {
+    fn decide(
+        &mut self,
+        job: &DecideJob,
+    ) -> (Result<ebbtide_sdk::Decision, DecisionFailure>, Arc<DecidedBy>, Option<String>) {
         let deciding = self.fallback.as_mut().unwrap_or(&mut self.policy);
-        let outcome = deciding.decider.decide(&deciding.params, &job.snapshot, &job.state).map_err(|e| e.to_string());
+        let outcome = deciding
+            .decider
+            .decide(&deciding.params, &job.snapshot, &job.state)
+            .map_err(|e| DecisionFailure::new(e.kind(), e.to_string()));
         let by = deciding.by.clone();
         if self.fallback.is_some() {
             return (outcome, by, None);

@@ -6,7 +6,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::cli::config::{AdapterSection, parse_capabilities};
+use crate::fleet_config::{AdapterSection, parse_capabilities};
 
 /// How long an adapter takes from a start command to the group's workers connected.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]

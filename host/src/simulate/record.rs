@@ -2,6 +2,9 @@
 //! per change, so its integral is exact), the time each task arrived, started and finished, and the
 //! counts of decisions, starts and shutdowns.
 
+use std::collections::BTreeMap;
+
+use ebbtide_sdk::{GroupState, Snapshot};
 use serde::Serialize;
 
 use super::fleet::AdapterModel;
@@ -18,7 +21,28 @@ pub struct Point {
     pub idle: u32,
 }
 
+/// What one decision saw of each role (a capability set, named by its keys): the split and the
+/// pressure behind it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RolePoint {
+    pub t_ms: u64,
+    pub roles: BTreeMap<String, RoleView>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RoleView {
+    /// Live groups (starting or running).
+    pub groups: u32,
+    /// Tasks pending or running: the role's demand.
+    pub outstanding: u32,
+    /// The mean over the role's groups of each metric they report.
+    pub metrics: BTreeMap<String, f64>,
+}
+
 pub struct Recorder {
+    /// Whether to keep [`Recorder::roles`] (workloads whose workers report gauges).
+    track_roles: bool,
+    pub roles: Vec<RolePoint>,
     now: Point,
     last_t: u64,
     workers_by_adapter: Vec<u32>,
@@ -39,8 +63,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(tasks: usize, fleet: &[AdapterModel]) -> Self {
+    pub fn new(tasks: usize, fleet: &[AdapterModel], track_roles: bool) -> Self {
         Recorder {
+            track_roles,
+            roles: Vec::new(),
             now: Point::default(),
             last_t: 0,
             workers_by_adapter: vec![0; fleet.len()],
@@ -142,5 +168,34 @@ impl Recorder {
     pub fn decided(&mut self, failed: bool) {
         self.decisions += 1;
         self.decision_failures += u64::from(failed);
+    }
+
+    /// Notes what a decision is about to see, by role.
+    pub fn saw(&mut self, snapshot: &Snapshot) {
+        if !self.track_roles {
+            return;
+        }
+        let role = |capset: u32| -> String {
+            let names: Vec<&str> = snapshot.capability_set(capset).iter().map(|c| snapshot.name(c.name)).collect();
+            if names.is_empty() { "{}".into() } else { names.join(",") }
+        };
+        let mut point = RolePoint { t_ms: snapshot.now_ms, roles: BTreeMap::new() };
+        for t in &snapshot.task_groups {
+            point.roles.entry(role(t.capabilities)).or_default().outstanding += t.pending + t.running;
+        }
+        let mut sums: BTreeMap<(String, &str), (f64, u32)> = BTreeMap::new();
+        for m in &snapshot.metrics {
+            let Some(g) = snapshot.worker_groups.get(m.group as usize) else { continue };
+            let e = sums.entry((role(g.capabilities), snapshot.name(m.name))).or_default();
+            e.0 += m.value;
+            e.1 += 1;
+        }
+        for g in snapshot.worker_groups.iter().filter(|g| g.state != GroupState::Draining) {
+            point.roles.entry(role(g.capabilities)).or_default().groups += 1;
+        }
+        for ((r, name), (sum, n)) in sums {
+            point.roles.entry(r).or_default().metrics.insert(name.to_owned(), sum / f64::from(n));
+        }
+        self.roles.push(point);
     }
 }

@@ -17,9 +17,21 @@ const PANEL_HEIGHT: u32 = 220;
 const WIDTH: u32 = 1000;
 
 struct Series {
-    label: &'static str,
+    label: String,
     color: RGBColor,
     values: Vec<Option<f64>>,
+    /// Drawn as a line (a share, a gauge) rather than a filled area (a count).
+    line: bool,
+}
+
+impl Series {
+    fn area(label: &str, color: RGBColor, values: Vec<Option<f64>>) -> Self {
+        Series { label: label.into(), color, values, line: false }
+    }
+
+    fn line(label: String, color: RGBColor, values: Vec<Option<f64>>) -> Self {
+        Series { label, color, values, line: true }
+    }
 }
 
 /// One chart: a title, and the series of each run.
@@ -48,29 +60,110 @@ pub fn charts(dir: &Path, runs: &[Run], workload: &Workload, until_ms: u64) -> a
         let column = |i: usize| fleet.iter().map(|v| Some(v[i])).collect::<Vec<_>>();
         let busy_and_idle: Vec<Option<f64>> = fleet.iter().map(|v| Some(v[2] + v[3])).collect();
         let busy_idle_starting: Vec<Option<f64>> = fleet.iter().map(|v| Some(v[1] + v[2] + v[3])).collect();
-        demand.panels.push((
-            run.label.clone(),
-            vec![Series { label: "demand", color: RGBColor(200, 80, 40), values: column(0) }],
-        ));
+        demand.panels.push((run.label.clone(), vec![Series::area("demand", RGBColor(200, 80, 40), column(0))]));
         capacity.panels.push((
             run.label.clone(),
             vec![
-                Series { label: "starting", color: RGBColor(230, 180, 60), values: busy_idle_starting },
-                Series { label: "idle", color: RGBColor(120, 170, 220), values: busy_and_idle },
-                Series { label: "busy", color: RGBColor(30, 90, 170), values: column(2) },
+                Series::area("starting", RGBColor(230, 180, 60), busy_idle_starting),
+                Series::area("idle", RGBColor(120, 170, 220), busy_and_idle),
+                Series::area("busy", RGBColor(30, 90, 170), column(2)),
             ],
         ));
         let waits = super::figures::wait_series(&run.recorder, workload, until_ms, BUCKETS);
         wait.panels.push((
             run.label.clone(),
-            vec![Series {
-                label: "mean wait",
-                color: RGBColor(120, 60, 160),
-                values: waits.iter().map(|w| w.map(|ms| ms / 1000.0)).collect(),
-            }],
+            vec![Series::area(
+                "mean wait",
+                RGBColor(120, 60, 160),
+                waits.iter().map(|w| w.map(|ms| ms / 1000.0)).collect(),
+            )],
         ));
     }
-    [demand, capacity, wait].iter().map(|c| draw(dir, c, until_ms)).collect()
+    let mut charts = vec![demand, capacity, wait];
+    charts.extend(role_charts(runs, until_ms));
+    charts.iter().map(|c| draw(dir, c, until_ms)).collect()
+}
+
+/// For workloads whose workers report gauges, with two roles (prefill and decode): the split of the
+/// groups between them beside the pressure on each, as the policy saw them at each decision.
+fn role_charts(runs: &[Run], until_ms: u64) -> Vec<Chart> {
+    let mut names: Vec<String> =
+        runs.iter().flat_map(|r| r.recorder.roles.iter().flat_map(|p| p.roles.keys().cloned())).collect();
+    names.sort();
+    names.dedup();
+    names.retain(|n| n != "{}");
+    let [first, second] = names.as_slice() else { return vec![] };
+    let mut split = Chart {
+        file: "split.png",
+        title: "Split: one role's share of the groups, and of the tasks (demand)",
+        unit: "share",
+        panels: vec![],
+    };
+    let mut pressure =
+        Chart { file: "pressure.png", title: "Pressure: what the policy saw, per role", unit: "value", panels: vec![] };
+    for run in runs {
+        let points = &run.recorder.roles;
+        let series = |f: &dyn Fn(&super::record::RolePoint) -> Option<f64>| bucketed(points, until_ms, f);
+        let share = |a: f64, b: f64| (a + b > 0.0).then(|| a / (a + b));
+        let view = |p: &super::record::RolePoint, role: &str| p.roles.get(role).cloned().unwrap_or_default();
+        split.panels.push((
+            run.label.clone(),
+            vec![
+                Series::line(
+                    format!("{first} share of groups"),
+                    RGBColor(30, 90, 170),
+                    series(&|p| share(f64::from(view(p, first).groups), f64::from(view(p, second).groups))),
+                ),
+                Series::line(
+                    format!("{first} share of tasks pending or running"),
+                    RGBColor(200, 80, 40),
+                    series(&|p| share(f64::from(view(p, first).outstanding), f64::from(view(p, second).outstanding))),
+                ),
+            ],
+        ));
+        let mut lines = Vec::new();
+        let colors = [RGBColor(200, 80, 40), RGBColor(30, 90, 170), RGBColor(120, 60, 160), RGBColor(60, 150, 80)];
+        let metrics: Vec<(String, String)> = [first, second]
+            .into_iter()
+            .flat_map(|role| {
+                let mut m: Vec<String> = points
+                    .iter()
+                    .flat_map(|p| view(p, role).metrics.into_keys())
+                    .filter(|m| m != "utilization")
+                    .collect();
+                m.sort();
+                m.dedup();
+                m.into_iter().map(move |m| (role.clone(), m))
+            })
+            .collect();
+        for (i, (role, metric)) in metrics.iter().enumerate().take(colors.len()) {
+            lines.push(Series::line(
+                format!("{role} {metric}"),
+                colors[i],
+                series(&|p| view(p, role).metrics.get(metric).copied()),
+            ));
+        }
+        pressure.panels.push((run.label.clone(), lines));
+    }
+    vec![split, pressure]
+}
+
+/// The mean of `f` over the points in each of [`BUCKETS`] slices of `[0, until_ms)`; `None` where none.
+fn bucketed(
+    points: &[super::record::RolePoint],
+    until_ms: u64,
+    f: &dyn Fn(&super::record::RolePoint) -> Option<f64>,
+) -> Vec<Option<f64>> {
+    let width = (until_ms as f64 / BUCKETS as f64).max(1.0);
+    let mut sums = vec![(0.0, 0u32); BUCKETS];
+    for p in points.iter().filter(|p| p.t_ms < until_ms) {
+        if let Some(v) = f(p) {
+            let b = ((p.t_ms as f64 / width) as usize).min(BUCKETS - 1);
+            sums[b].0 += v;
+            sums[b].1 += 1;
+        }
+    }
+    sums.into_iter().map(|(sum, n)| (n > 0).then(|| sum / f64::from(n))).collect()
 }
 
 fn draw(dir: &Path, chart: &Chart, until_ms: u64) -> anyhow::Result<PathBuf> {
@@ -101,8 +194,17 @@ fn draw(dir: &Path, chart: &Chart, until_ms: u64) -> anyhow::Result<PathBuf> {
             let step = x_max / BUCKETS as f64;
             for s in series {
                 let points = s.values.iter().enumerate().filter_map(|(i, v)| v.map(|v| ((i as f64 + 0.5) * step, v)));
-                c.draw_series(AreaSeries::new(points, 0.0, s.color.mix(0.6)).border_style(s.color))?
-                    .label(s.label)
+                let drawn = if s.line {
+                    // A path rather than plotters' LineSeries, which needs another crate feature.
+                    c.draw_series(std::iter::once(PathElement::new(
+                        points.collect::<Vec<_>>(),
+                        s.color.stroke_width(2),
+                    )))?
+                } else {
+                    c.draw_series(AreaSeries::new(points, 0.0, s.color.mix(0.6)).border_style(s.color))?
+                };
+                drawn
+                    .label(s.label.as_str())
                     .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], s.color.filled()));
             }
             c.configure_series_labels()

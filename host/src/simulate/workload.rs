@@ -8,7 +8,7 @@ use ebbtide_sdk::CapMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::cli::config::parse_capabilities;
+use crate::fleet_config::parse_capabilities;
 
 /// One task of a workload.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,7 +28,63 @@ pub struct Workload {
     pub bursts: Vec<(u64, u64)>,
     /// The duration it is meant to be watched for.
     pub default_duration_ms: u64,
+    /// What the simulated workers report in their heartbeats.
+    pub gauges: GaugeModel,
 }
+
+/// Gauges the simulated workers report (H7), as the engines behind such a workload would.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GaugeModel {
+    /// None: policies see only the metrics the host derives (`utilization`, `queue_depth`).
+    #[default]
+    None,
+    /// An LLM serving fleet: a `prefill` worker reports `ttft`, the time to first token in seconds of
+    /// the request it runs (its queue wait plus its prefill time), and nothing once idle; a `decode`
+    /// worker reports `kv_cache_utilization`, 1 while it decodes and 0 when idle.
+    Serving,
+}
+
+impl GaugeModel {
+    /// The gauges a worker reports when it starts `task` at `now_ms`.
+    pub fn on_start(self, task: &Arrival, now_ms: u64) -> Option<(String, f64)> {
+        match self {
+            GaugeModel::None => None,
+            GaugeModel::Serving if task.capabilities.contains_key("prefill") => {
+                let ttft_ms = now_ms.saturating_sub(task.at_ms) + task.duration_ms;
+                Some(("ttft".into(), ttft_ms as f64 / 1000.0))
+            }
+            GaugeModel::Serving if task.capabilities.contains_key("decode") => {
+                Some(("kv_cache_utilization".into(), 1.0))
+            }
+            GaugeModel::Serving => None,
+        }
+    }
+
+    /// The gauges a worker of these capabilities reports when it becomes idle, if it reports at all:
+    /// an idle engine has no recent first token (its `ttft` is withdrawn) and an empty KV cache.
+    pub fn on_idle(self, capabilities: &CapMap) -> Option<Vec<(String, f64)>> {
+        match self {
+            GaugeModel::None => None,
+            GaugeModel::Serving if capabilities.contains_key("decode") => {
+                Some(vec![("kv_cache_utilization".into(), 0.0)])
+            }
+            GaugeModel::Serving => Some(vec![]),
+        }
+    }
+}
+
+/// Params that make `policy` meaningful on `workload` when none are given (`pd_coordinated` needs
+/// its roles).
+pub fn suggested_params(workload: &str, policy: &str) -> Option<&'static str> {
+    match (workload, policy) {
+        ("prefill-decode", "pd_coordinated") => Some(PD_ROLES),
+        _ => None,
+    }
+}
+
+/// The two roles of the `prefill-decode` workload: 2 tasks per replica, a TTFT target of 4 s per prefill
+/// replica, shares within 10-90%.
+pub const PD_ROLES: &str = r#"{"roles": [{"name": "prefill", "capabilities": {"prefill": 1}, "tasks_per_replica": 2, "metric_targets": {"ttft": 4.0}, "preferred_share": {"min_pct": 10, "max_pct": 90}}, {"name": "decode", "capabilities": {"decode": 1}, "tasks_per_replica": 2, "preferred_share": {"min_pct": 10, "max_pct": 90}}], "scale_down_stabilization_ms": 60000}"#;
 
 pub const BUILT_IN: &str = "burst, diurnal, spiky, mixed-capabilities, prefill-decode";
 
@@ -105,6 +161,7 @@ fn burst(duration: u64, rng: &mut ChaCha8Rng) -> Workload {
         arrivals: sorted(arrivals),
         bursts: vec![(start, end)],
         default_duration_ms: duration,
+        gauges: GaugeModel::None,
     }
 }
 
@@ -114,7 +171,13 @@ fn diurnal(duration: u64, rng: &mut ChaCha8Rng) -> Workload {
     let day = (24 * HOUR) as f64;
     let rate = |t: u64| 0.1 + 0.9 * (1.0 - (2.0 * std::f64::consts::PI * t as f64 / day).cos()) / 2.0;
     let arrivals = poisson(rng, 0, duration, 1.0, rate, plain(20_000.0));
-    Workload { name: "diurnal".into(), arrivals, bursts: vec![], default_duration_ms: duration }
+    Workload {
+        name: "diurnal".into(),
+        arrivals,
+        bursts: vec![],
+        default_duration_ms: duration,
+        gauges: GaugeModel::None,
+    }
 }
 
 /// 0.5 tasks/s with a spike to 15 tasks/s for 20 s every 3 to 8 minutes.
@@ -128,7 +191,7 @@ fn spiky(duration: u64, rng: &mut ChaCha8Rng) -> Workload {
     let spikes = bursts.clone();
     let rate = move |t: u64| if spikes.iter().any(|(s, e)| (*s..*e).contains(&t)) { 15.0 } else { 0.5 };
     let arrivals = poisson(rng, 0, duration, 15.0, rate, plain(6_000.0));
-    Workload { name: "spiky".into(), arrivals, bursts, default_duration_ms: duration }
+    Workload { name: "spiky".into(), arrivals, bursts, default_duration_ms: duration, gauges: GaugeModel::None }
 }
 
 /// CPU tasks at 1/s with a burst at two minutes, and one GPU task (`gpu=1`) in four, longer.
@@ -145,10 +208,17 @@ fn mixed(duration: u64, rng: &mut ChaCha8Rng) -> Workload {
     };
     let rate = move |t: u64| if (start..end).contains(&t) { 12.0 } else { 1.0 };
     let arrivals = poisson(rng, 0, duration, 12.0, rate, task);
-    Workload { name: "mixed-capabilities".into(), arrivals, bursts: vec![(start, end)], default_duration_ms: duration }
+    Workload {
+        name: "mixed-capabilities".into(),
+        arrivals,
+        bursts: vec![(start, end)],
+        default_duration_ms: duration,
+        gauges: GaugeModel::None,
+    }
 }
 
-/// 3 tasks/s, each `prefill=1` or `decode=1`; the prefill share drifts from 80% to 20%.
+/// 3 tasks/s, each `prefill=1` or `decode=1`; the prefill share drifts from 80% to 20%. Workers
+/// report serving gauges ([`GaugeModel::Serving`]).
 fn prefill_decode(duration: u64, rng: &mut ChaCha8Rng) -> Workload {
     let task = move |rng: &mut ChaCha8Rng, at_ms: u64| {
         let prefill_share = 0.8 - 0.6 * at_ms as f64 / duration.max(1) as f64;
@@ -156,7 +226,13 @@ fn prefill_decode(duration: u64, rng: &mut ChaCha8Rng) -> Workload {
         Arrival { at_ms, duration_ms: exp_ms(rng, mean), capabilities: [(role.to_owned(), 1)].into() }
     };
     let arrivals = poisson(rng, 0, duration, 3.0, |_| 3.0, task);
-    Workload { name: "prefill-decode".into(), arrivals, bursts: vec![], default_duration_ms: duration }
+    Workload {
+        name: "prefill-decode".into(),
+        arrivals,
+        bursts: vec![],
+        default_duration_ms: duration,
+        gauges: GaugeModel::Serving,
+    }
 }
 
 /// `arrival_ms,duration_ms,capabilities` per line (capabilities like `gpu=1;linux`, may be empty); a
@@ -191,7 +267,13 @@ fn csv(path: &Path, duration_ms: Option<u64>) -> anyhow::Result<Workload> {
     let arrivals = sorted(arrivals);
     let last = arrivals.iter().map(|a| a.at_ms + a.duration_ms).max().unwrap_or(0);
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "trace".into());
-    Ok(Workload { name, arrivals, bursts: vec![], default_duration_ms: duration_ms.unwrap_or(last + MINUTE) })
+    Ok(Workload {
+        name,
+        arrivals,
+        bursts: vec![],
+        default_duration_ms: duration_ms.unwrap_or(last + MINUTE),
+        gauges: GaugeModel::None,
+    })
 }
 
 /// `90s`, `10m`, `24h`, `1500ms` or a bare number of milliseconds.

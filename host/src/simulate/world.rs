@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::fleet::AdapterModel;
 use super::record::Recorder;
-use super::workload::Workload;
+use super::workload::{GaugeModel, Workload};
 use crate::policy::Decider;
 use crate::policy::candidate::Candidate;
 use crate::protocol::{
@@ -20,7 +20,7 @@ use crate::protocol::{
     WorkerHeartbeat,
 };
 use crate::scheduler::record::DecidedBy;
-use crate::scheduler::{CoreConfig, GroupId, Input, Output, PeerId, Scheduler};
+use crate::scheduler::{CoreConfig, DecisionFailure, GroupId, Input, Output, PeerId, Scheduler};
 
 const CLIENT: PeerId = 1;
 
@@ -41,6 +41,8 @@ struct SimGroup {
 /// A worker and the task it runs, if any: its workload index and the scheduler's task id.
 struct SimWorker {
     adapter: usize,
+    group: GroupId,
+    capabilities: CapMap,
     task: Option<(usize, u64)>,
 }
 
@@ -87,7 +89,7 @@ impl<'a> World<'a> {
             params: policy.params.clone(),
             by: DecidedBy::new(&policy.policy.digest, policy.origin.label(), &policy.params),
             rng: ChaCha8Rng::seed_from_u64(seed),
-            recorder: Recorder::new(workload.arrivals.len(), fleet),
+            recorder: Recorder::new(workload.arrivals.len(), fleet, workload.gauges != GaugeModel::None),
             log: log.map(std::io::BufWriter::new),
         };
         world.join(CLIENT, Role::Client, "simulated-client");
@@ -183,10 +185,10 @@ impl<'a> World<'a> {
                 self.core.handle(self.now, Input::Message { peer, message: Message::CommandResponse(response) });
                 for n in 0..size {
                     let worker = self.new_peer();
-                    self.workers.insert(worker, SimWorker { adapter, task: None });
+                    let capabilities = caps.clone();
+                    self.workers.insert(worker, SimWorker { adapter, group: id, capabilities, task: None });
                     self.join(worker, Role::Worker, &format!("{}-{id}-{n}", self.fleet[adapter].id));
-                    let hb = WorkerHeartbeat { capabilities: caps.clone(), group: Some(id), assigned: vec![], gauges: vec![] };
-                    self.core.handle(self.now, Input::Message { peer: worker, message: Message::WorkerHeartbeat(hb) });
+                    self.heartbeat(worker, vec![]);
                 }
             }
             Event::TaskDone { worker, task } => {
@@ -194,11 +196,27 @@ impl<'a> World<'a> {
                     return; // The worker is gone, and the task was requeued.
                 };
                 let (_, id) = w.task.take().expect("checked");
+                let idle_gauges = self.workload.gauges.on_idle(&w.capabilities);
                 self.recorder.task_finished();
+                if let Some(gauges) = idle_gauges {
+                    self.heartbeat(worker, gauges);
+                }
                 let result = TaskResult { id, status: crate::protocol::TaskStatus::Done, output: vec![] };
                 self.core.handle(self.now, Input::Message { peer: worker, message: Message::TaskResult(result) });
             }
         }
+    }
+
+    /// A heartbeat from `worker` with its current gauges (which replace those it reported before).
+    fn heartbeat(&mut self, worker: PeerId, gauges: Vec<(String, f64)>) {
+        let Some(w) = self.workers.get(&worker) else { return };
+        let hb = WorkerHeartbeat {
+            capabilities: w.capabilities.clone(),
+            group: Some(w.group),
+            assigned: w.task.iter().map(|(_, id)| *id).collect(),
+            gauges,
+        };
+        self.core.handle(self.now, Input::Message { peer: worker, message: Message::WorkerHeartbeat(hb) });
     }
 
     /// Carries out what the core asks until it asks for nothing more.
@@ -224,7 +242,11 @@ impl<'a> World<'a> {
                 self.core.handle(self.now, Input::Disconnected { peer, reason });
             }
             Output::Decide { seq, snapshot, state } => {
-                let outcome = self.decider.decide(&self.params, &snapshot, &state).map_err(|e| e.to_string());
+                self.recorder.saw(&snapshot);
+                let outcome = self
+                    .decider
+                    .decide(&self.params, &snapshot, &state)
+                    .map_err(|e| DecisionFailure::new(e.kind(), e.to_string()));
                 self.recorder.decided(outcome.is_err());
                 self.core.handle(self.now, Input::Decided { seq, outcome, duration_us: 0 });
             }
@@ -250,6 +272,10 @@ impl<'a> World<'a> {
                 w.task = Some((index, task.id));
                 self.recorder.task_started(index, self.now);
                 self.schedule(self.now + duration, Event::TaskDone { worker: peer, task: index });
+                let gauge = self.workload.gauges.on_start(&self.workload.arrivals[index], self.now);
+                if let Some(gauge) = gauge {
+                    self.heartbeat(peer, vec![gauge]);
+                }
             }
             Message::AdapterCommand(AdapterCommand::Start { group_id, capabilities, .. }) => {
                 let Some(adapter) = self.adapter_peers.iter().position(|p| *p == peer) else { return };

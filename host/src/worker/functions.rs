@@ -2,11 +2,50 @@
 
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use crate::protocol::{Task, TaskResult, TaskStatus};
+use crate::scheduler::metrics::{MAX_GAUGE_NAME_BYTES, MAX_GAUGES_PER_WORKER, gauge_name_ok};
 
 pub const FUNCTIONS: &str = "sleep (payload: milliseconds, e.g. 500), spin (busy CPU, payload: milliseconds), echo \
-(returns the payload), fail (fails with the payload as its message), exec (payload: a shell command; only with \
---allow-exec; its whole process group is killed when it ends or is cancelled)";
+(returns the payload), fail (fails with the payload as its message), gauge (payload: name=value; sets a gauge the \
+worker's heartbeats report), exec (payload: a shell command; only with --allow-exec; its whole process group is \
+killed when it ends or is cancelled)";
+
+/// The `gauge` function: sets the gauge named in the payload (`name=value`). At most
+/// [`MAX_GAUGES_PER_WORKER`] distinct gauges; a new one past that fails.
+pub fn set_gauge(task: &Task, gauges: &mut BTreeMap<String, f64>) -> TaskResult {
+    let text = String::from_utf8_lossy(&task.payload);
+    let outcome = parse_gauge(&text).and_then(|(name, value)| {
+        if !gauges.contains_key(&name) && gauges.len() >= MAX_GAUGES_PER_WORKER {
+            return Err(format!("this worker already reports {MAX_GAUGES_PER_WORKER} gauges, the most it may"));
+        }
+        gauges.insert(name, value);
+        Ok(())
+    });
+    match outcome {
+        Ok(()) => TaskResult { id: task.id, status: TaskStatus::Done, output: Vec::new() },
+        Err(e) => TaskResult { id: task.id, status: TaskStatus::Failed, output: e.into_bytes() },
+    }
+}
+
+/// `kv_cache_utilization=0.8` → a gauge name and a finite value.
+pub fn parse_gauge(text: &str) -> Result<(String, f64), String> {
+    let example = "e.g. kv_cache_utilization=0.8";
+    let Some((name, value)) = text.trim().split_once('=') else {
+        return Err(format!("gauge {text:?}: expected name=value, {example}"));
+    };
+    let name = name.trim();
+    if !gauge_name_ok(name) {
+        return Err(format!(
+            "gauge name {name:?}: expected 1 to {MAX_GAUGE_NAME_BYTES} letters, digits or _-.:/ characters, {example}"
+        ));
+    }
+    match value.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok((name.to_owned(), v)),
+        _ => Err(format!("gauge {name}: the value must be a finite number, got {:?}, {example}", value.trim())),
+    }
+}
 
 pub async fn run(task: &Task, allow_exec: bool) -> TaskResult {
     let (status, output) = match execute(task, allow_exec).await {
@@ -42,6 +81,7 @@ async fn execute(task: &Task, allow_exec: bool) -> Result<Vec<u8>, String> {
         } else {
             String::from_utf8_lossy(&task.payload).into_owned()
         }),
+        "gauge" => Err("gauge runs on the worker's own state; this worker cannot set it here".to_owned()),
         "exec" if !allow_exec => Err("exec is disabled on this worker; start it with --allow-exec".to_owned()),
         "exec" => {
             let command = String::from_utf8_lossy(&task.payload).into_owned();

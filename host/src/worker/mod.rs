@@ -1,8 +1,13 @@
 //! `ebbtide worker`: connects to the scheduler, runs one task at a time, and exits when the scheduler
 //! closes the connection (so a worker never outlives its scheduler or its group).
+//!
+//! Its heartbeat carries its gauges (H7): the values given with `--gauge`, as updated by the `gauge`
+//! function. A `gauge` task sends a heartbeat at once, before its result, so the scheduler knows the
+//! new value when it learns the task is done.
 
 mod functions;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use ebbtide_sdk::CapMap;
@@ -12,7 +17,8 @@ use crate::protocol::peer::Connection;
 use crate::protocol::{Address, Message, Role, Task, TaskResult, TaskStatus, WorkerHeartbeat};
 use crate::scheduler::config::HEARTBEAT_INTERVAL;
 
-pub use functions::FUNCTIONS;
+use crate::protocol::peer::Outbox;
+pub use functions::{FUNCTIONS, parse_gauge};
 
 pub struct WorkerOptions {
     pub address: Address,
@@ -22,25 +28,47 @@ pub struct WorkerOptions {
     pub allow_exec: bool,
     pub token: String,
     pub identity: String,
+    /// Gauges reported from the first heartbeat on (`--gauge`).
+    pub gauges: Vec<(String, f64)>,
+}
+
+/// What a heartbeat says; shared by the heartbeat loop and the `gauge` function.
+#[derive(Clone)]
+struct Reporter {
+    outbox: Outbox,
+    capabilities: ebbtide_sdk::CapMap,
+    group: Option<u64>,
+    holding: Arc<Mutex<Option<u64>>>,
+    gauges: Arc<Mutex<BTreeMap<String, f64>>>,
+}
+
+impl Reporter {
+    /// Sends a heartbeat; false once the connection is gone.
+    fn heartbeat(&self) -> bool {
+        let assigned = self.holding.lock().expect("not poisoned").iter().copied().collect();
+        let gauges = self.gauges.lock().expect("not poisoned").iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let hb = WorkerHeartbeat { capabilities: self.capabilities.clone(), group: self.group, assigned, gauges };
+        self.outbox.send(&Message::WorkerHeartbeat(hb))
+    }
 }
 
 /// Runs until the scheduler closes the connection; returns its reason, if it gave one.
 pub async fn run(options: WorkerOptions) -> anyhow::Result<Option<String>> {
     let mut connection = Connection::open(&options.address, Role::Worker, &options.identity, &options.token).await?;
     let outbox = connection.outbox.clone();
-    let holding: Arc<Mutex<Option<u64>>> = Arc::default();
+    let reporter = Reporter {
+        outbox: outbox.clone(),
+        capabilities: options.capabilities.clone(),
+        group: options.group,
+        holding: Arc::default(),
+        gauges: Arc::new(Mutex::new(options.gauges.iter().cloned().collect())),
+    };
 
     // Heartbeats, also while a long task runs.
     let heartbeat = {
-        let (outbox, holding) = (outbox.clone(), holding.clone());
-        let (capabilities, group) = (options.capabilities.clone(), options.group);
+        let reporter = reporter.clone();
         tokio::spawn(async move {
-            loop {
-                let assigned = holding.lock().expect("not poisoned").iter().copied().collect();
-                let hb = WorkerHeartbeat { capabilities: capabilities.clone(), group, assigned, gauges: vec![] };
-                if !outbox.send(&Message::WorkerHeartbeat(hb)) {
-                    break;
-                }
+            while reporter.heartbeat() {
                 tokio::time::sleep(HEARTBEAT_INTERVAL).await;
             }
         })
@@ -56,14 +84,21 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<Option<String>> {
         let cancels = cancels.clone();
         tokio::spawn(async move {
             while let Some(task) = queue.recv().await {
-                *holding.lock().expect("not poisoned") = Some(task.id);
-                let cancelled = cancels.arm(task.id);
-                let result = tokio::select! {
-                    result = functions::run(&task, allow_exec) => result,
-                    _ = cancelled => TaskResult { id: task.id, status: TaskStatus::Cancelled, output: Vec::new() },
+                *reporter.holding.lock().expect("not poisoned") = Some(task.id);
+                let result = if task.function == "gauge" {
+                    let result = functions::set_gauge(&task, &mut reporter.gauges.lock().expect("not poisoned"));
+                    reporter.heartbeat();
+                    result
+                } else {
+                    let cancelled = cancels.arm(task.id);
+                    let result = tokio::select! {
+                        result = functions::run(&task, allow_exec) => result,
+                        _ = cancelled => TaskResult { id: task.id, status: TaskStatus::Cancelled, output: Vec::new() },
+                    };
+                    cancels.disarm();
+                    result
                 };
-                cancels.disarm();
-                *holding.lock().expect("not poisoned") = None;
+                *reporter.holding.lock().expect("not poisoned") = None;
                 if !outbox.send(&Message::TaskResult(result)) {
                     break;
                 }

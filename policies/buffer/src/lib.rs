@@ -126,7 +126,7 @@ impl Policy for Buffer {
         let busy = registered.saturating_sub(free);
 
         let adapter_keys = adapter.capabilities.map(|c| fleet.keys.of(c).clone()).unwrap_or_default();
-        let pending: u64 = if p.count_pending {
+        let queued: u64 = if p.count_pending {
             snapshot
                 .task_groups
                 .iter()
@@ -136,7 +136,9 @@ impl Policy for Buffer {
         } else {
             0
         };
-        let demand = pending + snapshot.misses_for(adapter.id);
+        // The host queues every task that found no free worker, so such a task is both queued and a
+        // miss: the larger of the two counts it once (POLICIES.md section 5, step 3).
+        let demand = queued.max(snapshot.misses_for(adapter.id));
 
         let slot_cap = (adapter.max_worker_groups > 0).then(|| u64::from(adapter.max_worker_groups) * w);
         let clamp = |v: u64| {
