@@ -38,6 +38,8 @@ pub struct SchedulerSection {
     pub max_shutdowns_per_tick: Option<u32>,
     pub token: Option<String>,
     pub decision_log: Option<PathBuf>,
+    pub history_decisions: Option<usize>,
+    pub history_detail_mib: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,6 +10,7 @@
 
 pub mod config;
 mod fleet;
+pub mod observe;
 mod peers;
 pub(crate) use peers::constant_time_eq;
 pub mod record;
