@@ -93,14 +93,25 @@ fn history_and_page_show_a_burst_a_swap_and_every_decision() {
     assert_eq!(origins, [format!("http://{admin}")], "every request stayed on the scheduler's address");
     assert!(body["data-samples"].parse::<u32>().unwrap() >= 3, "{body:?}");
     assert!(body["data-decisions"].parse::<u32>().unwrap() >= 1, "the decisions table filled: {body:?}");
-    let pixels: Value = serde_json::from_str(&body["data-chart-pixels"]).unwrap();
+    let charts: Value = serde_json::from_str(&body["data-charts"]).unwrap();
     for chart in ["fleet", "tasks", "rate", "wait"] {
-        assert!(pixels[chart].as_u64() > Some(100), "chart {chart} drew its data: {pixels}");
+        let c = &charts[chart];
+        assert!(c["points"].as_u64() >= Some(2) && c["pixels"].as_u64() > Some(0), "chart {chart} drew its points: {charts}");
     }
+    // The burst is in them: workers, tasks and completions above zero (queue wait may round to 0).
+    assert!(charts["fleet"]["max"].as_f64() >= Some(2.0), "the fleet chart shows the burst's workers: {charts}");
+    assert!(charts["tasks"]["max"].as_f64() >= Some(1.0), "{charts}");
+    assert!(charts["rate"]["max"].as_f64() > Some(0.0), "{charts}");
     let page_swaps: Value = serde_json::from_str(&body["data-swaps"]).unwrap();
     assert!(page_swaps.as_array().unwrap().iter().any(|s| s["digest"] == digest.as_str()), "{page_swaps}");
     assert!(dom.contains("capability"), "the policy panel names the swapped-in policy");
     assert!(dom.contains(r#"data-seq=""#), "decision rows are in the table");
+
+    // A decision's detail: its snapshot and commands (what a click on its row shows).
+    let dom = dump_dom(&chromium, &dir, &format!("http://{admin}/#decision={seq}"));
+    assert!(dom.contains(&format!("Decision {seq}")), "the detail of decision {seq} opened");
+    assert!(dom.contains("start(local, {})"), "its commands are listed");
+    assert!(dom.contains("worker groups") && dom.contains("task groups"), "its snapshot is summarized");
 }
 
 #[test]

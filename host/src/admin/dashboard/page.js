@@ -3,8 +3,8 @@
 // nothing is loaded from anywhere but this scheduler.
 //
 // For tests and screenshots, what the page made of the data is written into <body data-*>:
-// data-polls, data-samples, data-decisions (table rows), data-chart-pixels (pixels of data drawn
-// per chart), data-swaps (digests of the swaps seen), data-origins (every origin the page loaded from).
+// data-polls, data-samples, data-decisions (table rows), data-charts (per chart: the points and the
+// largest value drawn, and the pixels they coloured), data-swaps (digests of the swaps seen), data-origins (every origin the page loaded from).
 'use strict';
 
 const POLL_MS = 1000;
@@ -19,7 +19,7 @@ const PALETTE = ['#2f6fb3', '#2e9d6b', '#8e5bb5', '#c7792a', '#3aa6b9', '#b5495b
 const page = {
   samples: [], decisions: [], swaps: [], status: null,
   samplesAfter: 0, decisionsAfter: 0, omitted: 0, nowMs: Date.now(),
-  selected: null, polls: 0, error: null, chartPixels: {},
+  selected: null, polls: 0, error: null, charts: {},
 };
 
 const $ = (id) => document.getElementById(id);
@@ -207,8 +207,8 @@ function legend(id, series) {
   }));
 }
 
-/// Draws `series` (lists of [time_ms, value]) over `span`; stacked areas or lines. Counts the pixels
-/// of data drawn (before axes and marks go on top) into page.chartPixels.
+/// Draws `series` (lists of [time_ms, value]) over `span`; stacked areas or lines. Reports what it
+/// drew into page.charts: points, the largest value, and the pixels coloured (before axes go on top).
 function chart(id, { span, series, stacked = false, marks = false }) {
   const canvas = $(id);
   const ratio = window.devicePixelRatio || 1;
@@ -232,9 +232,9 @@ function chart(id, { span, series, stacked = false, marks = false }) {
     if (stacked) upper.forEach((v, i) => { base[i] = v; });
     return { ...s, lower, upper };
   });
-  let max = 1;
-  for (const l of layers) for (const v of l.upper) max = Math.max(max, v);
-  max = niceCeiling(max);
+  let largest = 0;
+  for (const l of layers) for (const v of l.upper) largest = Math.max(largest, v);
+  const max = niceCeiling(Math.max(1, largest));
   const y = (v) => plot.y + plot.h - (v / max) * plot.h;
 
   for (const l of layers) {
@@ -253,7 +253,11 @@ function chart(id, { span, series, stacked = false, marks = false }) {
       ctx.stroke();
     }
   }
-  page.chartPixels[canvas.dataset.chart] = countInk(ctx, plot, ratio);
+  page.charts[canvas.dataset.chart] = {
+    points: layers.reduce((n, l) => n + l.points.length, 0),
+    max: largest,
+    pixels: countInk(ctx, plot, ratio),
+  };
 
   // Axes and grid on top.
   const ink = getComputedStyle(document.body).color;
@@ -367,6 +371,7 @@ function renderDecisions() {
 
 async function select(seq) {
   page.selected = seq;
+  history.replaceState(null, '', `#decision=${seq}`);
   const detail = $('detail');
   detail.hidden = false;
   detail.replaceChildren(el('p', { class: 'muted' }, `loading decision ${seq}…`));
@@ -442,7 +447,7 @@ function renderAdapters() {
   const unmanaged = counts(null);
   if (unmanaged) rows.push(el('tr', {}, el('td', {}, '(unmanaged)'), el('td', {}, ''), el('td', {}, ''), el('td', {}, ''), el('td', {}, ''), el('td', {}, groups(unmanaged)), el('td', {}, workers(unmanaged))));
   $('adapters').replaceChildren(
-    el('table', {}, el('thead', {}, el('tr', {}, ['adapter', 'groups', 'workers/group', 'capabilities', 'priority', 'starting / running / draining', 'workers'].map((h) => el('th', {}, h)))),
+    el('table', {}, el('thead', {}, el('tr', {}, ['adapter', 'groups', 'workers/group', 'capabilities', 'priority', 'start / run / drain', 'workers'].map((h) => el('th', {}, h)))),
       el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 7, class: 'muted' }, 'no adapter connected')))),
     el('p', { class: 'muted' }, `${s.workers} workers connected; ${s.groups.starting + s.groups.running + s.groups.draining} groups live`),
   );
@@ -464,7 +469,7 @@ function report() {
   b.polls = page.polls;
   b.samples = page.samples.length;
   b.decisions = $('decisions').tBodies[0].rows.length;
-  b.chartPixels = JSON.stringify(page.chartPixels);
+  b.charts = JSON.stringify(page.charts);
   b.swaps = JSON.stringify(page.swaps.map((s) => ({ accepted: s.accepted, digest: s.digest || null })));
   const origins = new Set([location.origin]);
   for (const e of performance.getEntriesByType('resource')) origins.add(new URL(e.name).origin);
@@ -472,4 +477,7 @@ function report() {
   b.error = page.error || '';
 }
 
+// `#decision=SEQ` opens that decision, as a click on its row would: a link to share.
+const linked = location.hash.match(/^#decision=(\d+)$/);
+if (linked) select(Number(linked[1]));
 poll();
