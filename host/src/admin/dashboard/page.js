@@ -9,7 +9,7 @@
 
 const POLL_MS = 1000;
 const WINDOW_MS = 10 * 60 * 1000; // the longest span the charts show
-const MIN_WINDOW_MS = 60 * 1000;
+const MIN_WINDOW_MS = 20 * 1000;
 const KEEP_DECISIONS = 2000; // summaries the page keeps (marks and table)
 const TABLE_ROWS = 200;
 const MAX_DETAIL_CHARS = 200000;
@@ -447,7 +447,7 @@ function renderAdapters() {
   const unmanaged = counts(null);
   if (unmanaged) rows.push(el('tr', {}, el('td', {}, '(unmanaged)'), el('td', {}, ''), el('td', {}, ''), el('td', {}, ''), el('td', {}, ''), el('td', {}, groups(unmanaged)), el('td', {}, workers(unmanaged))));
   $('adapters').replaceChildren(
-    el('table', {}, el('thead', {}, el('tr', {}, ['adapter', 'groups', 'workers/group', 'capabilities', 'priority', 'start / run / drain', 'workers'].map((h) => el('th', {}, h)))),
+    el('table', {}, el('thead', {}, el('tr', {}, ['adapter', 'groups', 'per group', 'capabilities', 'priority', 'start/run/drain', 'workers'].map((h) => el('th', {}, h)))),
       el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 7, class: 'muted' }, 'no adapter connected')))),
     el('p', { class: 'muted' }, `${s.workers} workers connected; ${s.groups.starting + s.groups.running + s.groups.draining} groups live`),
   );
