@@ -115,6 +115,26 @@ fn history_and_page_show_a_burst_a_swap_and_every_decision() {
 }
 
 #[test]
+fn failed_decisions_show_their_kind_and_the_fallback_its_reason() {
+    let dir = common::temp_dir("dashboard-failures");
+    let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
+    // The hostile guest traps while there is work; after 2 failures in a row vanilla decides.
+    let tables = "[scaling.params]\nmode = \"trap-when-busy\"\n\n[scaling.limits]\nmax_consecutive_failures = 2\nfallback = \"vanilla\"\n\n[[adapter]]\ntype = \"native\"\nid = \"local\"\nmax_worker_groups = 2\nworkers_per_group = 2\ngrace_ms = 500\n";
+    let (_up, address, admin) = up(&dir, "up", &config(&format!("scaling={}", hostile.display()), 100, None, tables));
+    assert_eq!(submit(&address, &["--function", "sleep", "--payload", "50", "--count", "10"])["done"], 10);
+    let h = history(&admin, "");
+    let failed: Vec<&Value> = h["decisions"].as_array().unwrap().iter().filter(|d| d.get("error_kind").is_some()).collect();
+    assert_eq!(failed.len(), 2, "two failed decisions before the fallback: {failed:?}");
+    assert!(failed.iter().all(|d| d["error_kind"] == "trap"), "{failed:?}");
+
+    let Some(chromium) = chromium() else { return };
+    let dom = dump_dom(&chromium, &dir, &format!("http://{admin}/"));
+    assert!(dom.contains("failed: trap"), "failed rows are marked with their kind");
+    assert!(dom.contains("Fallback deciding (vanilla)"), "the fallback is shown as an alert");
+    assert!(dom.contains("consecutive failed decisions"), "with its reason");
+}
+
+#[test]
 fn with_a_token_the_page_and_its_data_need_it() {
     const TOKEN: &str = "dash-token-5e3a9c";
     let dir = common::temp_dir("dashboard-token");

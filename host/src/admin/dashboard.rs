@@ -46,7 +46,12 @@ pub(super) fn routes() -> Router<AdminState> {
 /// Routes anyone may reach: signing in and out, and the style the login form shares.
 pub(super) fn public_routes() -> Router<AdminState> {
     Router::new()
-        .route("/login", post(login).layer(axum::extract::DefaultBodyLimit::max(MAX_LOGIN_BYTES)))
+        .route(
+            "/login",
+            get(|| async { login_page(StatusCode::OK, "") })
+                .post(login)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_LOGIN_BYTES)),
+        )
         .route("/login.js", get(|| async { asset(LOGIN_SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/dashboard.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
         .route("/logout", post(logout))

@@ -128,7 +128,7 @@ pub struct DroppedSummary {
 #[serde(rename_all = "snake_case")]
 pub enum Detail {
     Kept,
-    /// Larger than a sixteenth of `history_detail_mib`.
+    /// Larger than a sixteenth of `history_detail_mib` (any record, when that is 0).
     TooLarge,
     /// Let go to stay within `history_detail_mib`.
     Evicted,
@@ -249,9 +249,10 @@ impl History {
     /// Remembers a finished decision: its summary, and its full record while memory allows.
     pub fn record(&mut self, record: &DecisionRecord) {
         let mut summary = summarize(record);
-        let line = serde_json::to_string(record).ok();
+        // With no memory for records (history_detail_mib = 0), do not even write one out.
+        let line = (self.limits.detail_mib > 0).then(|| serde_json::to_string(record).ok()).flatten();
         let keep = line.as_ref().is_some_and(|l| l.len() <= self.limits.detail_bytes() / 16);
-        if line.is_some() && !keep {
+        if !keep {
             summary.detail = Detail::TooLarge;
         }
         let position = self.decisions.iter().rposition(|e| e.summary.seq < record.seq).map_or(0, |p| p + 1);
