@@ -43,7 +43,9 @@ fn history_and_page_show_a_burst_a_swap_and_every_decision() {
     let dir = common::temp_dir("dashboard-burst");
     let (_up, address, admin) = scheduler(&dir, "up", None);
     let tasks = burst(&address, 24, 400);
-    wait_for("the burst's first start", Duration::from_secs(20), || status(&admin)["counters"]["starts"].as_u64() > Some(0));
+    wait_for("the burst's first start", Duration::from_secs(20), || {
+        status(&admin)["counters"]["starts"].as_u64() > Some(0)
+    });
 
     // A swap while the burst runs.
     let (code, body) = http_post(&admin, "/policy", "application/json", br#"{"scaling": "capability"}"#);
@@ -51,20 +53,27 @@ fn history_and_page_show_a_burst_a_swap_and_every_decision() {
     let swapped: Value = serde_json::from_str(&body).unwrap();
     let digest = swapped["digest"].as_str().expect("an accepted swap names its digest").to_owned();
     assert_eq!(tasks.join().unwrap()["done"], 24);
-    wait_for("three samples", Duration::from_secs(10), || history(&admin, "").as_object().unwrap()["samples"].as_array().unwrap().len() >= 3);
+    wait_for("three samples", Duration::from_secs(10), || {
+        history(&admin, "").as_object().unwrap()["samples"].as_array().unwrap().len() >= 3
+    });
 
     let h = history(&admin, "");
     let samples = h["samples"].as_array().unwrap();
     let peak = samples.iter().map(|s| s["fleet"][0]["workers"]["running"].as_u64().unwrap_or(0)).max();
     assert!(peak > Some(0), "a sample saw running workers of adapter local: {samples:?}");
-    let adapters: Vec<&Value> = samples.iter().flat_map(|s| s["fleet"].as_array().unwrap()).map(|f| &f["adapter"]).collect();
+    let adapters: Vec<&Value> =
+        samples.iter().flat_map(|s| s["fleet"].as_array().unwrap()).map(|f| &f["adapter"]).collect();
     assert!(!adapters.is_empty() && adapters.iter().all(|a| *a == "local"), "only adapter local: {adapters:?}");
     assert!(samples.iter().any(|s| s["pending"].as_u64() > Some(0) || s["running"].as_u64() > Some(0)));
     let decisions = h["decisions"].as_array().unwrap();
-    let starting = decisions.iter().find(|d| d["starts"]["local"].as_u64() > Some(0)).expect("a decision started groups");
+    let starting =
+        decisions.iter().find(|d| d["starts"]["local"].as_u64() > Some(0)).expect("a decision started groups");
     assert!(decisions.iter().any(|d| d["policy_digest"] == digest.as_str()), "a decision by the swapped-in policy");
     let swaps = h["swaps"].as_array().unwrap();
-    assert!(swaps.iter().any(|s| s["accepted"] == true && s["digest"] == digest.as_str()), "the swap is in the history: {swaps:?}");
+    assert!(
+        swaps.iter().any(|s| s["accepted"] == true && s["digest"] == digest.as_str()),
+        "the swap is in the history: {swaps:?}"
+    );
 
     // Resuming after the last decision gives only what is newer; one decision's full record.
     let last = h["last_decision_seq"].as_u64().unwrap();
@@ -96,7 +105,10 @@ fn history_and_page_show_a_burst_a_swap_and_every_decision() {
     let charts: Value = serde_json::from_str(&body["data-charts"]).unwrap();
     for chart in ["fleet", "tasks", "rate", "wait"] {
         let c = &charts[chart];
-        assert!(c["points"].as_u64() >= Some(2) && c["pixels"].as_u64() > Some(0), "chart {chart} drew its points: {charts}");
+        assert!(
+            c["points"].as_u64() >= Some(2) && c["pixels"].as_u64() > Some(0),
+            "chart {chart} drew its points: {charts}"
+        );
     }
     // The burst is in them: workers, tasks and completions above zero (queue wait may round to 0).
     assert!(charts["fleet"]["max"].as_f64() >= Some(2.0), "the fleet chart shows the burst's workers: {charts}");
@@ -123,7 +135,8 @@ fn failed_decisions_show_their_kind_and_the_fallback_its_reason() {
     let (_up, address, admin) = up(&dir, "up", &config(&format!("scaling={}", hostile.display()), 100, None, tables));
     assert_eq!(submit(&address, &["--function", "sleep", "--payload", "50", "--count", "10"])["done"], 10);
     let h = history(&admin, "");
-    let failed: Vec<&Value> = h["decisions"].as_array().unwrap().iter().filter(|d| d.get("error_kind").is_some()).collect();
+    let failed: Vec<&Value> =
+        h["decisions"].as_array().unwrap().iter().filter(|d| d.get("error_kind").is_some()).collect();
     assert_eq!(failed.len(), 2, "two failed decisions before the fallback: {failed:?}");
     assert!(failed.iter().all(|d| d["error_kind"] == "trap"), "{failed:?}");
 
@@ -139,7 +152,9 @@ fn with_a_token_the_page_and_its_data_need_it() {
     const TOKEN: &str = "dash-token-5e3a9c";
     let dir = common::temp_dir("dashboard-token");
     let (proc, _address, admin) = scheduler(&dir, "up", Some(TOKEN));
-    let get = |path: &str, extra: &str| http_exchange(&admin, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"), b"");
+    let get = |path: &str, extra: &str| {
+        http_exchange(&admin, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"), b"")
+    };
 
     let (code, _, body) = get("/", "");
     assert_eq!(code, 401);
@@ -152,13 +167,17 @@ fn with_a_token_the_page_and_its_data_need_it() {
 
     let login = |token: &str| {
         let body = format!("token={token}");
-        let head = format!("POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let head = format!(
+            "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
         http_exchange(&admin, &head, body.as_bytes())
     };
     assert_eq!(login("wrong").0, 401);
     let (code, head, _) = login(TOKEN);
     assert_eq!(code, 303, "{head}");
-    let set_cookie = head.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).expect("a session cookie");
+    let set_cookie =
+        head.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).expect("a session cookie");
     assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
     assert!(!set_cookie.contains(TOKEN), "the cookie does not carry the token itself: {set_cookie}");
     let session = set_cookie.split_once(':').unwrap().1.trim().split(';').next().unwrap().to_owned();
@@ -168,14 +187,20 @@ fn with_a_token_the_page_and_its_data_need_it() {
     assert!(page.contains("/dashboard.js"));
     assert_eq!(get("/history", &cookie).0, 200);
     // The session opens reads only: a swap still needs the bearer token.
-    let swap = format!("POST /policy HTTP/1.1\r\nHost: x\r\n{cookie}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n");
+    let swap = format!(
+        "POST /policy HTTP/1.1\r\nHost: x\r\n{cookie}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+    );
     assert_eq!(http_exchange(&admin, &swap, b"{}").0, 401);
 
     // A browser signs in once from the address's fragment, which never reaches the server.
     if let Some(chromium) = chromium() {
         let dom = dump_dom(&chromium, &dir, &format!("http://{admin}/#token={TOKEN}"));
         let body = body_attributes(&dom);
-        assert!(body.get("data-polls").is_some_and(|p| p.parse::<u32>().unwrap() >= 1), "the dashboard loaded after signing in: {}", &dom[..dom.len().min(600)]);
+        assert!(
+            body.get("data-polls").is_some_and(|p| p.parse::<u32>().unwrap() >= 1),
+            "the dashboard loaded after signing in: {}",
+            &dom[..dom.len().min(600)]
+        );
         assert_eq!(body["data-error"], "", "{body:?}");
     }
     assert!(!proc.stderr().contains(TOKEN), "the token never appears in the scheduler's log");
@@ -217,7 +242,9 @@ fn top_renders_and_updates_in_a_terminal() {
     };
     let shown = |needle: &str| frames().last().is_some_and(|f| f.contains(needle));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for("top's first frame", Duration::from_secs(15), || shown("ebbtide top") && shown("decision") && shown("local"));
+        wait_for("top's first frame", Duration::from_secs(15), || {
+            shown("ebbtide top") && shown("decision") && shown("local")
+        });
         assert!(frames().last().unwrap().contains("done 0"), "{:?}", frames().last());
         assert_eq!(submit(&address, &["--function", "sleep", "--payload", "200", "--count", "6"])["done"], 6);
         wait_for("top to show the 6 tasks done", Duration::from_secs(15), || shown("done 6"));
@@ -298,7 +325,11 @@ fn body_attributes(dom: &str) -> std::collections::HashMap<String, String> {
     while let Some(eq) = rest.find("=\"") {
         let name = rest[..eq].trim().to_owned();
         let value_end = rest[eq + 2..].find('"').unwrap();
-        let value = rest[eq + 2..eq + 2 + value_end].replace("&quot;", "\"").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">");
+        let value = rest[eq + 2..eq + 2 + value_end]
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">");
         attributes.insert(name, value);
         rest = &rest[eq + 2 + value_end + 1..];
     }

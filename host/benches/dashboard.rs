@@ -73,7 +73,8 @@ fn main() {
         first["kept"]["records"],
         first["kept"]["record_bytes"].as_f64().unwrap() / 1048576.0
     );
-    let poll = format!("/history?samples_after={}&decisions_after={}", samples.saturating_sub(1), last.saturating_sub(100));
+    let poll =
+        format!("/history?samples_after={}&decisions_after={}", samples.saturating_sub(1), last.saturating_sub(100));
     for (what, path) in [
         ("first load: /history (every sample, newest 500 decisions)", "/history".to_owned()),
         ("a poll: /history after a cursor (1 sample, 100 decisions)", poll),

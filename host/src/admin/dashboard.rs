@@ -32,7 +32,8 @@ const COOKIE: &str = "ebbtide_session";
 /// The largest `POST /login` body read.
 const MAX_LOGIN_BYTES: usize = 4096;
 /// Only this origin, and no framing: the page never talks to anything but the scheduler.
-const CSP: &str = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+const CSP: &str =
+    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// Routes behind the admin authorization (a token, or a session from `POST /login`).
 pub(super) fn routes() -> Router<AdminState> {

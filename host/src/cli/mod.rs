@@ -64,7 +64,9 @@ ebbtide scheduler --config ebbtide.toml --policy-content 'allocate=capability; s
         scheduler: scheduler::SchedulerArgs,
     },
     /// A burst scaled up and back down on local workers, shown live (about 10 s).
-    #[command(after_help = "Examples:\n  ebbtide demo\n  ebbtide demo --stay     # keep the dashboard up after the summary")]
+    #[command(
+        after_help = "Examples:\n  ebbtide demo\n  ebbtide demo --stay     # keep the dashboard up after the summary"
+    )]
     Demo(demo::DemoArgs),
     /// Start and stop workers for a scheduler.
     #[command(subcommand)]

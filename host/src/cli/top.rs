@@ -42,7 +42,10 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         let frame = match view.refresh(&agent, &args) {
             Ok(()) => view.render(&args.admin, terminal_size()),
             Err(e) if e.is::<Unauthorized>() => return Err(e),
-            Err(e) => format!("ebbtide top  {}\n\ncannot reach the scheduler: {e:#}\nretrying every {} ms; Ctrl-C quits\n", args.admin, args.interval_ms),
+            Err(e) => format!(
+                "ebbtide top  {}\n\ncannot reach the scheduler: {e:#}\nretrying every {} ms; Ctrl-C quits\n",
+                args.admin, args.interval_ms
+            ),
         };
         let mut out = std::io::stdout().lock();
         if args.once {
@@ -164,9 +167,8 @@ impl View {
         line(String::new());
         let spark_width = width.saturating_sub(22).clamp(10, KEEP_SAMPLES);
         let series = |f: &dyn Fn(&Value) -> f64| -> Vec<f64> { self.samples.iter().map(f).collect() };
-        let workers = series(&|x| {
-            x["fleet"].as_array().into_iter().flatten().map(|f| sum_states(&f["workers"])).sum::<f64>()
-        });
+        let workers =
+            series(&|x| x["fleet"].as_array().into_iter().flatten().map(|f| sum_states(&f["workers"])).sum::<f64>());
         let rates = self.rates();
         for (label, values) in [
             ("workers", workers),
@@ -182,9 +184,8 @@ impl View {
         line("adapter          groups (start/run/drain)  workers  per group  capabilities  priority".into());
         let latest = self.samples.back();
         for a in s["adapters"].as_array().into_iter().flatten() {
-            let fleet = latest.and_then(|x| {
-                x["fleet"].as_array().and_then(|f| f.iter().find(|f| f["adapter"] == a["id"]).cloned())
-            });
+            let fleet = latest
+                .and_then(|x| x["fleet"].as_array().and_then(|f| f.iter().find(|f| f["adapter"] == a["id"]).cloned()));
             let counts = fleet.as_ref().map_or("-".to_owned(), |f| {
                 format!("{}/{}/{}", f["groups"]["starting"], f["groups"]["running"], f["groups"]["draining"])
             });
@@ -203,7 +204,12 @@ impl View {
         }
         let shadow = &s["shadow"];
         let shadow = if shadow.is_object() {
-            format!("  shadow {}: {} equal, {} different", str_of(&shadow["name"]), shadow["equal"], shadow["different"])
+            format!(
+                "  shadow {}: {} equal, {} different",
+                str_of(&shadow["name"]),
+                shadow["equal"],
+                shadow["different"]
+            )
         } else {
             String::new()
         };
@@ -216,7 +222,11 @@ impl View {
                 "; last {} {} {}",
                 clock(w["at_ms"].as_u64().unwrap_or(0)),
                 str_of(&w["source"]),
-                if w["accepted"].as_bool() == Some(true) { "installed".to_owned() } else { format!("rejected at {}", str_of(&w["rejection"]["stage"])) }
+                if w["accepted"].as_bool() == Some(true) {
+                    "installed".to_owned()
+                } else {
+                    format!("rejected at {}", str_of(&w["rejection"]["stage"]))
+                }
             ))
         ));
         line(String::new());
@@ -247,8 +257,7 @@ impl View {
 }
 
 fn decision_row(d: &Value) -> String {
-    let starts: Vec<String> =
-        d["starts"].as_object().into_iter().flatten().map(|(a, n)| format!("{a}×{n}")).collect();
+    let starts: Vec<String> = d["starts"].as_object().into_iter().flatten().map(|(a, n)| format!("{a}×{n}")).collect();
     let outcome = match d["error_kind"].as_str() {
         Some(kind) => format!("FAILED {kind}"),
         None => "ok".to_owned(),
@@ -289,7 +298,13 @@ fn sparkline(values: &[f64], width: usize) -> String {
 }
 
 fn short(v: f64) -> String {
-    if v >= 10_000.0 { format!("{:.0}k", v / 1000.0) } else if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+    if v >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 fn str_of(v: &Value) -> String {

@@ -319,7 +319,11 @@ impl History {
             last_decision_seq: self.decisions.back().map_or(0, |e| e.summary.seq),
             swaps: self.swaps.iter().cloned().collect(),
             limits: self.limits.clone(),
-            kept: Kept { decisions: self.decisions.len(), records: self.records.len(), record_bytes: self.record_bytes },
+            kept: Kept {
+                decisions: self.decisions.len(),
+                records: self.records.len(),
+                record_bytes: self.record_bytes,
+            },
         }
     }
 
@@ -356,7 +360,10 @@ fn summarize(record: &DecisionRecord) -> DecisionSummary {
             .dropped
             .iter()
             .take(MAX_LISTED)
-            .map(|d| DroppedSummary { command: cut(&d.command.to_string(), MAX_TEXT), reason: cut(&d.reason, MAX_TEXT) })
+            .map(|d| DroppedSummary {
+                command: cut(&d.command.to_string(), MAX_TEXT),
+                reason: cut(&d.reason, MAX_TEXT),
+            })
             .collect(),
         dropped_total: record.dropped.len(),
         diagnostics: record
@@ -378,7 +385,9 @@ fn summarize(record: &DecisionRecord) -> DecisionSummary {
 /// The kind of a failed decision: the runtime's errors open with it (`timeout: ...`).
 fn error_kind(error: &str) -> String {
     match error.split_once(':') {
-        Some((kind, _)) if !kind.is_empty() && kind.len() <= 32 && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') => {
+        Some((kind, _))
+            if !kind.is_empty() && kind.len() <= 32 && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') =>
+        {
             kind.to_owned()
         }
         _ => "error".to_owned(),
