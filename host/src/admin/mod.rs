@@ -1,5 +1,5 @@
-//! The admin HTTP endpoints: `GET /status` (JSON), `GET /metrics` (Prometheus text) and
-//! `POST /policy` (swap), and the live dashboard (`GET /`, `/history`, `/decision/SEQ`: see
+//! The admin HTTP endpoints: `GET /status` (JSON), `GET /metrics` (Prometheus text),
+//! `POST /policy` (swap) and the live dashboard (`GET /`, `/history`, `/decision/SEQ`: see
 //! [`dashboard`]). Loopback by default; when a token is set every request needs
 //! `Authorization: Bearer TOKEN` (or, for the dashboard's reads, its session cookie).
 
