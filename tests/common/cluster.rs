@@ -103,14 +103,20 @@ pub fn http_post(admin: &str, path: &str, content_type: &str, body: &[u8]) -> (u
 }
 
 fn http(admin: &str, head: &str, body: &[u8]) -> (u16, String) {
+    let (code, _, body) = http_exchange(admin, head, body);
+    (code, body)
+}
+
+/// Sends a raw request (`head` ends with the blank line); returns (status code, response head, body).
+pub fn http_exchange(admin: &str, head: &str, body: &[u8]) -> (u16, String, String) {
     let mut stream = TcpStream::connect(admin).expect("admin connects");
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
     let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (code, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (code, head.to_owned(), body.to_owned())
 }
 
 pub fn status(admin: &str) -> serde_json::Value {

@@ -1,7 +1,9 @@
-//! The admin HTTP endpoints: `GET /status` (JSON), `GET /metrics` (Prometheus text) and
-//! `POST /policy` (swap). Loopback by default; when a token is set every request needs
-//! `Authorization: Bearer TOKEN`.
+//! The admin HTTP endpoints: `GET /status` (JSON), `GET /metrics` (Prometheus text),
+//! `POST /policy` (swap) and the live dashboard (`GET /`, `/history`, `/decision/SEQ`: see
+//! [`dashboard`]). Loopback by default; when a token is set every request needs
+//! `Authorization: Bearer TOKEN` (or, for the dashboard's reads, its session cookie).
 
+mod dashboard;
 mod metrics;
 mod swap;
 
@@ -45,7 +47,9 @@ pub async fn serve(
         .route("/status", get(status))
         .route("/metrics", get(prometheus))
         .route("/policy", post(swap::post_policy).layer(axum::extract::DefaultBodyLimit::disable()))
+        .merge(dashboard::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .merge(dashboard::public_routes())
         .with_state(state);
     tokio::spawn(accept_loop(listener, app, limits.clone()));
     tracing::info!(address = %bound, "admin HTTP listening");
@@ -95,7 +99,12 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !crate::scheduler::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        if !crate::scheduler::constant_time_eq(given.as_bytes(), token.as_bytes())
+            && !dashboard::session_allows(&request, token)
+        {
+            if let Some(login) = dashboard::login_instead(&request) {
+                return login;
+            }
             return (StatusCode::UNAUTHORIZED, "this scheduler requires Authorization: Bearer TOKEN\n").into_response();
         }
     }

@@ -44,6 +44,8 @@ pub struct SchedulerSection {
     pub worker_token: Option<String>,
     pub adapter_token: Option<String>,
     pub decision_log: Option<PathBuf>,
+    pub history_decisions: Option<usize>,
+    pub history_detail_mib: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

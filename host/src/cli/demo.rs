@@ -13,6 +13,7 @@ use crate::client::{Submission, SubmitOptions};
 const CONFIG: &str = r#"
 [scheduler]
 address = "tcp://127.0.0.1:0"
+admin_address = "127.0.0.1:0"
 policy_content = "allocate=capability; scaling=vanilla"
 tick_ms = 250
 
@@ -34,12 +35,26 @@ const TASKS: u64 = 128;
 const TASK_MS: u64 = 500;
 const MAX_GROUPS: usize = 8;
 
-pub fn run() -> anyhow::Result<()> {
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// After the summary, keep the scheduler and its dashboard running until Ctrl-C.
+    #[arg(long)]
+    stay: bool,
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let file = FileConfig::parse(CONFIG)?;
     let settings = SchedulerArgs::default().resolve(&file, None)?;
     super::runtime()?.block_on(async {
         let (launched, adapters) = bring_up(&file, settings, None).await?;
+        if let Some(admin) = launched.admin {
+            println!("watch it live: http://{admin}/ in a browser, or `ebbtide top {admin}` in a terminal");
+        }
         let result = show(&launched).await;
+        if result.is_ok() && args.stay {
+            println!("still running (--stay): Ctrl-C stops");
+            super::scheduler::stop_requested().await;
+        }
         adapters.stop().await;
         result
     })

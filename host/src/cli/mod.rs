@@ -9,6 +9,7 @@ mod replay;
 pub mod scheduler;
 mod simulate;
 mod swap;
+mod top;
 mod up;
 
 use std::path::PathBuf;
@@ -63,7 +64,10 @@ ebbtide scheduler --config ebbtide.toml --policy-content 'allocate=capability; s
         scheduler: scheduler::SchedulerArgs,
     },
     /// A burst scaled up and back down on local workers, shown live (about 10 s).
-    Demo,
+    #[command(
+        after_help = "Examples:\n  ebbtide demo\n  ebbtide demo --stay     # keep the dashboard up after the summary"
+    )]
+    Demo(demo::DemoArgs),
     /// Start and stop workers for a scheduler.
     #[command(subcommand)]
     Adapter(peers::AdapterCommand),
@@ -83,6 +87,11 @@ ebbtide scheduler --config ebbtide.toml --policy-content 'allocate=capability; s
         after_help = "Examples:\n  ebbtide simulate --workload burst --policy vanilla --policy capability --out report/\n  ebbtide simulate --workload diurnal --duration 24h --policy vanilla\n  ebbtide simulate --workload trace.csv --config ebbtide.toml --policy ./mine.wasm:'{\"target\": 4}'\n  ebbtide simulate --workload burst --policy vanilla --adapter 'pool max_groups=8 workers=4 latency=500..2000 cost=1.5'\n\nSame inputs and --seed give a byte-identical summary.json."
     )]
     Simulate(simulate::SimulateArgs),
+    /// Watch a running scheduler in the terminal: fleet, queue, policy and decisions, live.
+    #[command(
+        after_help = "Examples:\n  ebbtide top 127.0.0.1:8517\n  ebbtide top 10.0.0.5:8517 --token s3cret --interval-ms 500\n  ebbtide top 127.0.0.1:8517 --once      # one frame, for scripts\n\nThe same view in a browser: http://ADMIN_ADDRESS/ (see docs/dashboard.md)."
+    )]
+    Top(top::TopArgs),
     /// Author, inspect, test and benchmark scaling policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -112,13 +121,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Success)
         }
         Command::Up { config, scheduler } => up::run(&config, scheduler).map(|_| Outcome::Success),
-        Command::Demo => demo::run().map(|_| Outcome::Success),
+        Command::Demo(args) => demo::run(args).map(|_| Outcome::Success),
         Command::Adapter(cmd) => peers::adapter(cmd),
         Command::Worker(args) => peers::worker(args),
         Command::Submit(args) => peers::submit(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Replay(args) => replay::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Top(args) => top::run(args).map(|_| Outcome::Success),
     }
 }
 

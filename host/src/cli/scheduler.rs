@@ -11,6 +11,7 @@ use crate::policy::candidate::{self, Candidate, Origin, Rejection, Stage};
 use crate::policy::{PolicySource, ReadRules, ScalingLimits};
 use crate::protocol::Address;
 use crate::scheduler::{Allocate, CoreConfig, Tokens};
+use crate::server::history::HistoryLimits;
 use crate::server::swap::{SwapRequest, SwapTrigger};
 use crate::server::{self, Handle, ServerConfig, ShadowSetup};
 
@@ -68,6 +69,13 @@ pub struct SchedulerArgs {
     /// Append one JSON line per decision to this file.
     #[arg(long, env = "EBBTIDE_DECISION_LOG")]
     pub decision_log: Option<PathBuf>,
+    /// Decisions the dashboard's history keeps (summaries) [default: 5000].
+    #[arg(long, env = "EBBTIDE_HISTORY_DECISIONS")]
+    pub history_decisions: Option<usize>,
+    /// Memory for the full records (snapshot, commands) behind the dashboard's decision view, in MiB
+    /// [default: 64]. The oldest go first; 0 keeps summaries only.
+    #[arg(long, env = "EBBTIDE_HISTORY_DETAIL_MIB")]
+    pub history_detail_mib: Option<usize>,
 }
 
 /// Everything resolved and checked, ready to launch.
@@ -79,6 +87,7 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// The admin token (the shared `token`).
     pub token: Option<String>,
+    pub history: HistoryLimits,
 }
 
 /// The policy as configured, not loaded yet.
@@ -157,7 +166,13 @@ impl SchedulerArgs {
             tracing::warn!("admin HTTP on a non-loopback address without a token");
         }
         let decision_log = self.decision_log.clone().or(s.decision_log.clone());
-        Ok(Settings { address, core, policy, decision_log, admin, token })
+        let defaults = HistoryLimits::default();
+        let history = HistoryLimits {
+            decisions: self.history_decisions.or(s.history_decisions).unwrap_or(defaults.decisions),
+            detail_mib: self.history_detail_mib.or(s.history_detail_mib).unwrap_or(defaults.detail_mib),
+        };
+        history.validate().map_err(anyhow::Error::msg)?;
+        Ok(Settings { address, core, policy, decision_log, admin, token, history })
     }
 
     /// What SIGHUP re-reads: the policy (source, params, limits, shadow), the allocation and the tick.
@@ -250,6 +265,7 @@ pub async fn launch(settings: Settings, reload: Option<Reload>) -> anyhow::Resul
         policy,
         shadow,
         decision_log: settings.decision_log,
+        history: settings.history,
     };
     let handle = server::start(config).await?;
     let address = Address { host, port: handle.address.port() };

@@ -14,6 +14,7 @@ mod fleet;
 pub mod harness;
 pub mod limits;
 pub mod metrics;
+pub mod observe;
 pub mod outcome;
 mod peers;
 pub(crate) use peers::constant_time_eq;

@@ -7,6 +7,7 @@
 
 mod connection;
 pub mod decision_log;
+pub mod history;
 mod policy_thread;
 mod shadow;
 pub mod shell_status;
@@ -32,6 +33,7 @@ use crate::protocol::{Address, Message};
 use crate::scheduler::record::{DecidedBy, DecisionRecord, ShadowVerdict};
 use crate::scheduler::{Allocate, CoreConfig, Input, Output, PeerId, Scheduler, Status};
 use decision_log::DecisionLog;
+use history::{History, HistoryLimits};
 use shadow::{Shadow, ShadowAnswer, ShadowJob};
 pub use shell_status::{PolicyStatus, ShadowStatus, ShellStatus, SwapOutcome, SwapStats};
 use swap::{SwapJob, SwapRequest, Ticket};
@@ -44,6 +46,8 @@ pub struct ServerConfig {
     pub policy: Candidate,
     pub shadow: Option<ShadowSetup>,
     pub decision_log: Option<PathBuf>,
+    /// What the dashboard's history may hold.
+    pub history: HistoryLimits,
 }
 
 /// `[scaling.shadow]`, loaded.
@@ -94,6 +98,7 @@ pub struct Handle {
     swaps: std_mpsc::SyncSender<SwapJob>,
     /// `swap_queue`, for the refusal when it is full.
     swap_queue: usize,
+    history: Arc<Mutex<History>>,
 }
 
 impl Handle {
@@ -124,6 +129,11 @@ impl Handle {
 
     pub fn reconfigure(&self, tick_ms: u64, allocate: Allocate) {
         let _ = self.events.send(Event::Reconfigure { tick_ms, allocate });
+    }
+
+    /// The dashboard's recent history (read without waiting on the event loop).
+    pub fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -163,7 +173,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         };
         (Shadow::spawn(s.policy, s.params, events.clone()), status)
     });
+    let history = Arc::new(Mutex::new(History::new(config.history, core_config.clock_origin_unix_ms)));
     let event_loop = EventLoop {
+        history: history.clone(),
+        next_sample_ms: 0,
         core: Scheduler::new(core_config, 0),
         origin,
         connections: HashMap::new(),
@@ -178,7 +191,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
     };
     tokio::spawn(event_loop.run(rx, inputs_rx));
     tracing::info!(%address, "scheduler listening");
-    Ok(Handle { address, events, swaps, swap_queue })
+    Ok(Handle { address, events, swaps, swap_queue, history })
 }
 
 /// Events handled per wake-up before the clock is looked at again.
@@ -204,6 +217,9 @@ struct EventLoop {
     shadow_answers: HashMap<u64, Option<ShadowAnswer>>,
     /// Records whose shadow answer is still to come.
     waiting_for_shadow: HashMap<u64, Box<DecisionRecord>>,
+    /// The dashboard's history, shared with the admin endpoints.
+    history: Arc<Mutex<History>>,
+    next_sample_ms: u64,
 }
 
 impl EventLoop {
@@ -234,7 +250,24 @@ impl EventLoop {
             }
             self.core.poll(self.now_ms());
             self.carry_out();
+            self.maybe_sample();
         }
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A history sample about every second (the loop wakes at least every housekeeping interval).
+    fn maybe_sample(&mut self) {
+        let now = self.now_ms();
+        if now < self.next_sample_ms {
+            return;
+        }
+        self.next_sample_ms = now + history::SAMPLE_INTERVAL_MS;
+        let (status, fleet) = (self.core.status(), self.core.observe_fleet());
+        let unix_ms = self.core.config().clock_origin_unix_ms + now;
+        self.history().sample(unix_ms, &status, fleet);
     }
 
     fn on_event(&mut self, event: Event) {
@@ -280,6 +313,7 @@ impl EventLoop {
                     outcome.duration_ms
                 );
                 self.swaps.record(&outcome);
+                self.history().swap(&outcome);
                 self.policy_status = status;
                 // The new policy decides at once rather than at the next tick.
                 self.core.handle(now, Input::DecideNow);
@@ -289,6 +323,7 @@ impl EventLoop {
                 let (ticket, source, rejection) = *rejected;
                 let (outcome, reply) = ticket.conclude(source, Err(rejection));
                 self.swaps.record(&outcome);
+                self.history().swap(&outcome);
                 reply.map(|r| r.send(outcome));
             }
             Event::Fallback(reason) => {
@@ -385,6 +420,7 @@ impl EventLoop {
             }
             record.shadow = Some(verdict);
         }
+        self.history().record(&record);
         if let Some(log) = &self.log {
             log.write(record);
         }
