@@ -77,6 +77,9 @@ pub struct AdapterSection {
     pub grace_ms: u64,
     #[serde(default)]
     pub allow_exec: bool,
+    /// The worker command, a program and its first arguments, e.g. `["python3", "-m", "ebbtide.worker"]`;
+    /// absent: this binary's `ebbtide worker`.
+    pub command: Option<Vec<String>>,
 }
 
 fn default_max_groups() -> u32 {
@@ -106,6 +109,12 @@ impl FileConfig {
             }
             if a.workers_per_group == 0 {
                 anyhow::bail!("[[adapter]] #{}: workers_per_group must be at least 1, got 0", i + 1);
+            }
+            if a.command.as_ref().is_some_and(|c| c.first().is_none_or(|p| p.trim().is_empty())) {
+                anyhow::bail!(
+                    "[[adapter]] #{}: command must start with a program, e.g. command = [\"python3\", \"-m\", \"ebbtide.worker\"]",
+                    i + 1
+                );
             }
             if let Some(caps) = &a.capabilities {
                 parse_capabilities(caps).map_err(|e| anyhow::anyhow!("[[adapter]] #{}: {e}", i + 1))?;
@@ -185,6 +194,8 @@ mod tests {
         assert!(e.contains("unknown field `tick`") && e.contains("tick_ms"), "{e}");
         let e = format!("{:#}", FileConfig::parse("[[adapter]]\ntype = \"k8s\"\n").unwrap_err());
         assert!(e.contains("\"k8s\"") && e.contains("native"), "{e}");
+        let e = format!("{:#}", FileConfig::parse("[[adapter]]\ntype = \"native\"\ncommand = []\n").unwrap_err());
+        assert!(e.contains("command must start with a program"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! `ebbtide worker`, `ebbtide adapter native` and `ebbtide submit`: the scheduler's peers.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -42,7 +41,8 @@ pub struct WorkerArgs {
 pub enum AdapterCommand {
     /// Start and stop local `ebbtide worker` processes in groups.
     #[command(after_help = "Examples:\n  ebbtide adapter native tcp://127.0.0.1:8516 --max-groups 8\n  \
-ebbtide adapter native tcp://127.0.0.1:8516 --id gpu-box --capabilities gpu=1 --workers-per-group 2")]
+ebbtide adapter native tcp://127.0.0.1:8516 --id gpu-box --capabilities gpu=1 --workers-per-group 2\n  \
+ebbtide adapter native tcp://127.0.0.1:8516 --command \"python3 -m ebbtide.worker\"   # Python workers")]
     Native(NativeArgs),
 }
 
@@ -70,8 +70,20 @@ pub struct NativeArgs {
     /// Start workers with --allow-exec.
     #[arg(long)]
     pub allow_exec: bool,
+    /// The worker command, split on spaces, e.g. "python3 -m ebbtide.worker"; each worker gets
+    /// ADDRESS --group ID [--capabilities C] added. Default: this binary's `ebbtide worker`.
+    #[arg(long, value_parser = worker_command)]
+    pub command: Option<Vec<String>>,
     #[arg(long, env = "EBBTIDE_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
+}
+
+fn worker_command(s: &str) -> Result<Vec<String>, String> {
+    let words: Vec<String> = s.split_whitespace().map(str::to_owned).collect();
+    if words.is_empty() {
+        return Err("the worker command is empty; expected e.g. \"python3 -m ebbtide.worker\"".into());
+    }
+    Ok(words)
 }
 
 #[derive(Args)]
@@ -129,7 +141,7 @@ pub fn adapter(command: AdapterCommand) -> anyhow::Result<Outcome> {
         priority: args.priority,
         token: args.token,
         grace: Duration::from_millis(args.grace_ms),
-        worker_program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ebbtide")),
+        worker_command: args.command.unwrap_or_else(native::default_worker_command),
         allow_exec: args.allow_exec,
     };
     super::runtime()?.block_on(async {

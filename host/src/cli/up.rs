@@ -20,7 +20,6 @@ pub struct Adapters {
 impl Adapters {
     pub fn start(sections: &[AdapterSection], address: &Address, token: &str) -> anyhow::Result<Adapters> {
         let (stop, stopped) = watch::channel(false);
-        let program = std::env::current_exe()?;
         let mut tasks = Vec::new();
         for (i, a) in sections.iter().enumerate() {
             let options = NativeOptions {
@@ -37,7 +36,7 @@ impl Adapters {
                 priority: a.priority,
                 token: token.to_owned(),
                 grace: Duration::from_millis(a.grace_ms),
-                worker_program: program.clone(),
+                worker_command: a.command.clone().unwrap_or_else(native::default_worker_command),
                 allow_exec: a.allow_exec,
             };
             let stopped = stopped.clone();
