@@ -102,7 +102,7 @@ def bench_dask(tasks, trips):
 def bench_scaler(tasks, trips):
     from scaler import Client, SchedulerClusterCombo
 
-    cluster = SchedulerClusterCombo(n_workers=2, logging_level="WARNING")
+    cluster = SchedulerClusterCombo(n_workers=2, logging_paths=("/dev/null",), logging_level="WARNING")
     try:
         with Client(address=cluster.get_address()) as client:
             return measure(
