@@ -6,6 +6,7 @@ since the workers cannot import the test modules.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -39,13 +40,25 @@ def pytest_collection_modifyitems(items):
             cloudpickle.register_pickle_by_value(item.module)
 
 
+def die_with_pytest() -> None:
+    """In the child before exec: the kernel kills it if pytest dies (a timeout, ^C), so no scheduler or
+    worker is left behind."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class Proc:
-    """A process killed at teardown; stderr goes to a file shown when a test fails."""
+    """A process killed at teardown (or when pytest dies); stderr goes to a file shown when a test fails."""
 
     def __init__(self, args, log: Path, stdout=subprocess.DEVNULL, env=None):
         self.log = log
         self.popen = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=stdout, stderr=open(log, "wb"), env=env, start_new_session=True
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=open(log, "wb"),
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_pytest,
         )
 
     @property

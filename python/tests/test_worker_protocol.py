@@ -14,6 +14,8 @@ import pytest
 
 from ebbtide import payload, protocol
 
+from conftest import die_with_pytest
+
 
 def report_twice():
     import ebbtide
@@ -48,6 +50,7 @@ class FakeSchedulerEnd:
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "ebbtide.worker", f"tcp://127.0.0.1:{port}", *worker_args],
             stderr=open(self.log, "wb"),
+            preexec_fn=die_with_pytest,
         )
         self.sock, _ = self.listener.accept()
         self.sock.settimeout(30)
