@@ -111,6 +111,12 @@ class Cluster:
                 return match.group(1), match.group(2)
         raise AssertionError(f"the scheduler exited before listening:\n{self.scheduler.stderr()}")
 
+    def start(self, *args: str) -> Proc:
+        """Another `ebbtide` process (an adapter, say), stopped with the cluster."""
+        proc = Proc([binary(), *args], self.tmp / f"{args[0]}-{len(self.procs)}.stderr")
+        self.procs.append(proc)
+        return proc
+
     def worker(self, *args: str, env=None) -> Proc:
         n = len(self.procs)
         proc = Proc(

@@ -149,3 +149,19 @@ command = {command}
     assert sum(map(len, starts)) == 4, f"later decisions started more: {[len(s) for s in starts]}"
     wait_for("every group to be shut down", lambda: sum(cluster.status()["groups"].values()) == 0, timeout=60)
     assert cluster.workers() == 0
+
+
+def test_ebbtide_adapter_native_starts_python_workers_with_command(cluster_factory):
+    cluster = cluster_factory(*scheduler_args("--policy-content", "scaling=vanilla", "--tick-ms", "200"))
+    adapter = cluster.start(
+        "adapter", "native", cluster.address, "--max-groups", "2", "--grace-ms", "2000",
+        "--command", f"{sys.executable} -m ebbtide.worker",
+    )
+    wait_for("the adapter to connect", lambda: cluster.status()["adapters"])
+    with Client(cluster.address) as client:
+        pids = set(client.map(lambda _: (time.sleep(0.2), os.getppid())[1], range(6), timeout=120))
+    assert pids and adapter.pid not in pids
+    # The workers are Python workers the adapter started: children of the adapter.
+    for pid in pids:
+        assert int(Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[1]) == adapter.pid
+    wait_for("every group to be shut down", lambda: sum(cluster.status()["groups"].values()) == 0, timeout=60)

@@ -89,6 +89,10 @@ def scheduler_end(tmp_path):
         end.close()
 
 
+def call(fn, *args) -> bytes:
+    return payload.dump_call(payload.dump_function(fn), args, {})
+
+
 def gauges_of(heartbeat) -> dict:
     return {g["name"]: g["value"] for g in heartbeat.get("gauges", [])}
 
@@ -102,15 +106,15 @@ def test_heartbeats_carry_capabilities_group_and_gauges_reported_in_tasks(schedu
     caps = {c["name"]: c["value"] for c in first["capabilities"]}
     assert caps == {"gpu": 2, "linux": -1, "python": -1} and first["group"] == 7
 
-    call = payload.dump_call(report_twice, (), {})
-    end.sock.sendall(protocol.encode_task(1, payload.FUNCTION, call, []))
+    task = call(report_twice)
+    end.sock.sendall(protocol.encode_task(1, payload.FUNCTION, task, []))
     result = end.next("taskResult")
     assert result["id"] == 1 and result["status"] == "done" and payload.load_value(result["output"]) == "reported"
     beat = end.next("workerHeartbeat", lambda hb: "queue_depth" in gauges_of(hb))
     assert gauges_of(beat) == {"queue_depth": 3.5, "ttft_ms": 12.0}
 
     # A thread a task leaves behind reports on a timer; the values move from heartbeat to heartbeat.
-    end.sock.sendall(protocol.encode_task(2, payload.FUNCTION, payload.dump_call(report_on_a_timer, (), {}), []))
+    end.sock.sendall(protocol.encode_task(2, payload.FUNCTION, call(report_on_a_timer), []))
     assert end.next("taskResult")["status"] == "done"
     a = gauges_of(end.next("workerHeartbeat", lambda hb: "ticks" in gauges_of(hb)))["ticks"]
     b = gauges_of(end.next("workerHeartbeat", lambda hb: gauges_of(hb).get("ticks", 0) > a))["ticks"]
@@ -131,12 +135,12 @@ def test_a_cancel_from_the_scheduler_kills_the_running_task_and_reports_it_cance
     end.next("hello")
     end.sock.sendall(protocol.encode(welcome={"peerId": 1}))
     end.next("workerHeartbeat")
-    end.sock.sendall(protocol.encode_task(5, payload.FUNCTION, payload.dump_call(time.sleep, (60,), {}), []))
+    end.sock.sendall(protocol.encode_task(5, payload.FUNCTION, call(time.sleep, 60), []))
     end.next("workerHeartbeat", lambda hb: hb.get("assigned") == [5])
     end.sock.sendall(protocol.encode(taskCancel=5))
     result = end.next("taskResult", timeout=15)
     assert result["id"] == 5 and result["status"] == "cancelled"
     # The worker is free at once, with a fresh task process.
-    end.sock.sendall(protocol.encode_task(6, payload.FUNCTION, payload.dump_call(sum, ([1, 2],), {}), []))
+    end.sock.sendall(protocol.encode_task(6, payload.FUNCTION, call(sum, [1, 2]), []))
     result = end.next("taskResult", timeout=15)
     assert result["id"] == 6 and payload.load_value(result["output"]) == 3

@@ -73,17 +73,21 @@ pub struct NativeArgs {
     /// The worker command, split on spaces, e.g. "python3 -m ebbtide.worker"; each worker gets
     /// ADDRESS --group ID [--capabilities C] added. Default: this binary's `ebbtide worker`.
     #[arg(long, value_parser = worker_command)]
-    pub command: Option<Vec<String>>,
+    pub command: Option<WorkerCommand>,
     #[arg(long, env = "EBBTIDE_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
 }
 
-fn worker_command(s: &str) -> Result<Vec<String>, String> {
+/// `--command`: a program and its first arguments (one value, so clap does not take it for a list).
+#[derive(Clone, Debug)]
+pub struct WorkerCommand(Vec<String>);
+
+fn worker_command(s: &str) -> Result<WorkerCommand, String> {
     let words: Vec<String> = s.split_whitespace().map(str::to_owned).collect();
     if words.is_empty() {
         return Err("the worker command is empty; expected e.g. \"python3 -m ebbtide.worker\"".into());
     }
-    Ok(words)
+    Ok(WorkerCommand(words))
 }
 
 #[derive(Args)]
@@ -141,7 +145,7 @@ pub fn adapter(command: AdapterCommand) -> anyhow::Result<Outcome> {
         priority: args.priority,
         token: args.token,
         grace: Duration::from_millis(args.grace_ms),
-        worker_command: args.command.unwrap_or_else(native::default_worker_command),
+        worker_command: args.command.map(|c| c.0).unwrap_or_else(native::default_worker_command),
         allow_exec: args.allow_exec,
     };
     super::runtime()?.block_on(async {

@@ -32,10 +32,14 @@ def _die_with_parent() -> None:
             pass
 
 
+_functions = payload.FunctionCache()
+
+
 def run_one(data: bytes) -> bytes:
     """Runs one task's call; returns the message for the worker (``D...`` or ``F...``)."""
+    fn = None
     try:
-        fn, args, kwargs = payload.load_call(data)
+        fn, args, kwargs = _functions.load_call(data)
         out = b"D" + payload.dump_value(fn(*args, **kwargs))
     except BaseException as e:  # SystemExit and KeyboardInterrupt from a task are its failures too
         return b"F" + payload.dump_error(e)

@@ -66,7 +66,7 @@ class Client(concurrent.futures.Executor):
     def submit(self, fn, /, *args, capabilities: dict[str, int] | None = None, **kwargs) -> Future:
         """Runs ``fn(*args, **kwargs)`` on a worker offering ``capabilities`` (e.g. ``{"gpu": 1}``)."""
         caps = self._capabilities(capabilities)
-        future, frame = self._prepare(fn, args, kwargs, caps)
+        future, frame = self._prepare(fn, self._function(fn), args, kwargs, caps)
         self._send([future], frame)
         return future
 
@@ -76,11 +76,12 @@ class Client(concurrent.futures.Executor):
         ``chunksize`` is accepted for compatibility; each call is one task."""
         deadline = None if timeout is None else time.monotonic() + timeout
         caps = self._capabilities(capabilities)
+        fn_bytes = self._function(fn)
         futures: list[Future] = []
         batch: list[Future] = []
         frames: list[bytes] = []
         for args in zip(*iterables):
-            future, frame = self._prepare(fn, args, {}, caps)
+            future, frame = self._prepare(fn, fn_bytes, args, {}, caps)
             batch.append(future)
             frames.append(frame)
             if len(batch) >= MAP_BATCH:
@@ -128,11 +129,15 @@ class Client(concurrent.futures.Executor):
         caps.setdefault(payload.CAPABILITY, -1)
         return protocol.capabilities_list(caps)
 
-    def _prepare(self, fn, args, kwargs, caps) -> tuple[Future, bytes]:
+    @staticmethod
+    def _function(fn) -> bytes:
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
+        return payload.dump_function(fn)
+
+    def _prepare(self, fn, fn_bytes, args, kwargs, caps) -> tuple[Future, bytes]:
         task_id = next(self._ids)
-        frame = protocol.encode_task(task_id, payload.FUNCTION, payload.dump_call(fn, args, kwargs), caps)
+        frame = protocol.encode_task(task_id, payload.FUNCTION, payload.dump_call(fn_bytes, args, kwargs), caps)
         if len(frame) > MAX_FRAME_BYTES:
             name = getattr(fn, "__qualname__", repr(fn))
             raise PayloadTooLarge(

@@ -1,6 +1,8 @@
 """What a Python task carries, both ways, as bytes in the protocol's ``payload`` and ``output``.
 
-- A task is the function name ``python`` (FUNCTION) with payload ``cloudpickle.dumps((fn, args, kwargs))``.
+- A task is the function name ``python`` (FUNCTION) with payload ``cloudpickle.dumps((fn_bytes, args,
+  kwargs))``, where ``fn_bytes`` is ``cloudpickle.dumps(fn)``: a ``map`` pickles its function once, and a
+  task process unpickles each function once (``FunctionCache``), as Dask does.
 - A ``done`` result's output is ``cloudpickle.dumps(value)``.
 - A ``failed`` result from a Python worker is MAGIC followed by a pickled dict: the exception itself
   when it survives a pickle round trip (else None), its type name, its text and the formatted
@@ -24,12 +26,31 @@ CAPABILITY = "python"
 MAGIC = b"ebbtide-python-error-1\n"
 
 
-def dump_call(fn, args, kwargs) -> bytes:
-    return cloudpickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+def dump_function(fn) -> bytes:
+    return cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def load_call(payload: bytes):
-    return pickle.loads(payload)
+def dump_call(fn_bytes: bytes, args, kwargs) -> bytes:
+    """A task's payload, for a function already pickled with ``dump_function``."""
+    return cloudpickle.dumps((fn_bytes, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class FunctionCache:
+    """Unpickled functions by their pickled bytes, the most recent ``size`` of them."""
+
+    def __init__(self, size: int = 64):
+        self._size = size
+        self._functions: dict[bytes, object] = {}
+
+    def load_call(self, payload: bytes):
+        fn_bytes, args, kwargs = pickle.loads(payload)
+        fn = self._functions.pop(fn_bytes, None)
+        if fn is None:
+            fn = pickle.loads(fn_bytes)
+            if len(self._functions) >= self._size:
+                del self._functions[next(iter(self._functions))]
+        self._functions[fn_bytes] = fn  # most recent last
+        return fn, args, kwargs
 
 
 def dump_value(value) -> bytes:
