@@ -15,7 +15,6 @@ import collections
 import multiprocessing
 import os
 import pickle
-import queue
 import signal
 import sys
 import threading
@@ -31,52 +30,51 @@ def log(message: str) -> None:
 
 
 class TaskProcess:
-    """The child process that runs tasks, and a thread that pumps its messages."""
+    """The child process that runs tasks, and a pump thread that hands its messages to the worker:
+    ``on_result(status, output)`` per task, ``on_gauge(name, value)``, and ``on_exit(self)`` once the
+    process is gone (killed, or ended by a task)."""
 
-    def __init__(self, on_gauge):
+    def __init__(self, on_result, on_gauge, on_exit):
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self.process = context.Process(target=_taskproc.serve, args=(child,), name="ebbtide-task", daemon=True)
         self.process.start()
         child.close()
-        self._results: queue.SimpleQueue = queue.SimpleQueue()
-        self._on_gauge = on_gauge
+        self._callbacks = on_result, on_gauge, on_exit
         threading.Thread(target=self._pump, name="ebbtide-task-pump", daemon=True).start()
 
     def _pump(self) -> None:
+        on_result, on_gauge, on_exit = self._callbacks
         while True:
             try:
                 message = self._conn.recv_bytes()
             except (EOFError, OSError):
-                self._results.put(None)
-                return
-            if message[:1] == b"G":
-                self._on_gauge(*pickle.loads(message[1:]))
+                self.process.join(5)
+                self._conn.close()
+                return on_exit(self)
+            kind = message[:1]
+            if kind == b"G":
+                on_gauge(*pickle.loads(message[1:]))
             else:
-                self._results.put(message)
+                on_result("done" if kind == b"D" else "failed", message[1:])
 
-    def run(self, data: bytes) -> tuple[str, bytes] | None:
-        """Runs one task; (status, output), or None when the process died (killed, or the task ended it)."""
+    def send(self, data: bytes) -> None:
         try:
             self._conn.send_bytes(data)
         except OSError:
-            return None
-        message = self._results.get()
-        if message is None:
-            return None
-        return ("done" if message[:1] == b"D" else "failed"), message[1:]
+            pass  # the process is gone; the pump reports it
 
     def kill(self) -> None:
         if self.process.is_alive():
             self.process.kill()
 
-    def close(self) -> None:
-        self.kill()
-        self.process.join(5)
-        self._conn.close()
-
 
 class Worker:
+    """Runs one task at a time. The main thread reads the connection and hands a task straight to the
+    idle task process (or queues it); the task process's pump thread sends the result and hands over
+    the next queued task. A cancel of the running task kills the task process; its pump then starts a
+    fresh one, reports the task cancelled and goes on with the queue."""
+
     def __init__(self, address: str, capabilities: dict[str, int], group: int | None, token: str, connect_timeout: float):
         self.address = address
         self.capabilities = dict(capabilities)
@@ -85,28 +83,32 @@ class Worker:
         self.token = token
         self.connect_timeout = connect_timeout
         self.gauges: dict[str, float] = {}
-        self._cond = threading.Condition()
-        self._queue: collections.deque = collections.deque()  # (id, payload)
-        self._running: int | None = None
-        self._cancelling: int | None = None
+        self._lock = threading.Lock()
+        self._queue: collections.deque = collections.deque()  # (id, payload), waiting for the task process
+        self._running: int | None = None  # the task the task process holds
+        self._cancelling: int | None = None  # the running task whose process is being killed
+        self._replacing = False  # the task process is being killed and replaced: hand it nothing
         self._stopping = False
+        self._process: TaskProcess | None = None
+
+    def _new_process(self) -> TaskProcess:
+        return TaskProcess(self._on_result, self._on_gauge, self._on_exit)
 
     def run(self) -> str | None:
         """Serves until the scheduler closes the connection; returns its reason, if it gave one."""
-        self._process = TaskProcess(self._on_gauge)  # starts while we connect
+        self._process = self._new_process()  # starts while we connect
         gauges._sink = self.gauges
         identity = f"python-worker-{os.getpid()}"
         self._conn = protocol.Connection.open(self.address, "worker", identity, self.token, self.connect_timeout)
         log(f"connected to {self.address} as worker {self._conn.peer_id} (group {self.group or 'none'}, capabilities {self.capabilities})")
         threading.Thread(target=self._heartbeats, name="ebbtide-heartbeat", daemon=True).start()
-        threading.Thread(target=self._runner, name="ebbtide-runner", daemon=True).start()
         try:
             return self._serve()
         finally:
-            with self._cond:
+            with self._lock:
                 self._stopping = True
-                self._cond.notify_all()
-            self._process.close()
+                process = self._process
+            process.kill()
             self._conn.close()
 
     def _serve(self) -> str | None:
@@ -128,52 +130,63 @@ class Worker:
                         "ebbtide.Client); the bundled `ebbtide worker` runs sleep, spin, echo, fail and exec".encode(),
                     )
                     continue
-                with self._cond:
+                with self._lock:
                     self._queue.append((task_id, data))
-                    self._cond.notify()
+                    self._dispatch()
             elif kind == "taskCancel":
                 self._cancel(value)
             elif kind == "goodbye":
                 return value
 
+    def _dispatch(self) -> None:
+        """With the lock held: hands the next queued task to an idle task process."""
+        if self._running is None and not self._replacing and self._queue and not self._stopping:
+            self._running, data = self._queue.popleft()
+            self._process.send(data)
+
     def _cancel(self, task_id: int) -> None:
-        with self._cond:
+        with self._lock:
             queued = [t for t in self._queue if t[0] == task_id]
             for t in queued:
                 self._queue.remove(t)
-            if not queued and self._running == task_id:
+            if not queued and self._running == task_id and not self._replacing:
                 self._cancelling = task_id
+                self._replacing = True
                 self._process.kill()
         if queued:
             self._send_result(task_id, "cancelled", b"")
 
-    def _runner(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                task_id, data = self._queue.popleft()
-                self._running = task_id
-                process = self._process
-            outcome = process.run(data)
-            with self._cond:
-                if self._stopping:
-                    return
-                cancelled = self._cancelling == task_id
-                self._running = self._cancelling = None
-                if outcome is None or cancelled:
-                    process.close()
-                    self._process = TaskProcess(self._on_gauge)
-            if outcome is None:
-                code = process.process.exitcode
-                outcome = ("cancelled", b"") if cancelled else (
+    def _on_result(self, status: str, output: bytes) -> None:
+        with self._lock:
+            task_id, self._running = self._running, None
+            self._dispatch()
+        if task_id is not None:
+            self._send_result(task_id, status, output)
+
+    def _on_exit(self, process: TaskProcess) -> None:
+        """The task process is gone: report the task it held, start another, go on with the queue."""
+        with self._lock:
+            if self._stopping:
+                return
+            task_id, self._running = self._running, None
+            cancelled = task_id is not None and task_id == self._cancelling
+            self._cancelling = None
+            self._replacing = True
+        if task_id is not None:
+            if cancelled:
+                self._send_result(task_id, "cancelled", b"")
+            else:
+                self._send_result(
+                    task_id,
                     "failed",
-                    f"the task process exited with code {code} while running the task (the task ended it, or "
-                    "it was killed)".encode(),
+                    f"the task process exited with code {process.process.exitcode} while running the task (the task "
+                    "ended it, or it was killed)".encode(),
                 )
-            self._send_result(task_id, *outcome)
+        replacement = self._new_process()
+        with self._lock:
+            self._process = replacement
+            self._replacing = False
+            self._dispatch()
 
     def _send_result(self, task_id: int, status: str, output: bytes) -> None:
         try:
@@ -191,7 +204,7 @@ class Worker:
         caps = protocol.capabilities_list(self.capabilities)
         stopped = threading.Event()
         while not stopped.is_set():
-            with self._cond:
+            with self._lock:
                 if self._stopping:
                     return
                 assigned = ([self._running] if self._running is not None else []) + [t[0] for t in self._queue]
