@@ -102,7 +102,14 @@ def bench_dask(tasks, trips):
 def bench_scaler(tasks, trips):
     from scaler import Client, SchedulerClusterCombo
 
-    cluster = SchedulerClusterCombo(n_workers=2, logging_paths=("/dev/null",), logging_level="WARNING")
+    # Scaler's processes log to their stdout whatever they are told; give them /dev/null for one.
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    try:
+        cluster = SchedulerClusterCombo(n_workers=2, logging_paths=("/dev/null",), logging_level="WARNING")
+    finally:
+        os.dup2(saved, 1)
     try:
         with Client(address=cluster.get_address()) as client:
             return measure(
