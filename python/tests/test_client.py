@@ -22,10 +22,6 @@ def add(a, b, *, scale=1):
     return (a + b) * scale
 
 
-def worker_pid():
-    return os.getppid()  # tasks run in a child of the worker
-
-
 def test_submit_map_and_gather_return_values(two_workers):
     with Client(two_workers.address) as client:
         assert client.submit(add, 2, 3, scale=10).result(timeout=30) == 50
