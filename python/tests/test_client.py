@@ -9,7 +9,15 @@ import time
 import pytest
 
 import ebbtide
-from ebbtide import Client, PayloadTooLarge, RemoteError, RemoteTraceback, SchedulerRefused, SchedulerUnreachable
+from ebbtide import (
+    Client,
+    PayloadTooLarge,
+    RemoteError,
+    RemoteTraceback,
+    SchedulerLost,
+    SchedulerRefused,
+    SchedulerUnreachable,
+)
 
 from conftest import scheduler_args
 
@@ -128,3 +136,20 @@ def test_report_sets_a_gauge_inside_a_task_and_does_nothing_outside(two_workers)
         assert client.submit(ebbtide.report, "load", 0.75).result(timeout=30) is True
         with pytest.raises(ValueError, match="finite"):
             client.submit(ebbtide.report, "load", float("nan")).result(timeout=30)
+
+
+def test_map_timeout_cancels_what_is_left_and_a_lost_scheduler_fails_outstanding_futures(cluster_factory):
+    cluster = cluster_factory(*scheduler_args("--policy-content", "scaling=no"))
+    cluster.worker()
+    cluster.wait_workers(1)
+    with Client(cluster.address) as client:
+        results = client.map(time.sleep, [0, 30, 30], timeout=3)
+        assert next(results) is None
+        with pytest.raises(concurrent.futures.TimeoutError):
+            next(results)
+        outstanding = client.submit(time.sleep, 30)
+        cluster.scheduler.stop()
+        with pytest.raises(SchedulerLost, match="closed the connection"):
+            outstanding.result(timeout=30)
+        with pytest.raises(SchedulerLost):
+            client.submit(time.sleep, 0)

@@ -97,8 +97,10 @@ class Client(concurrent.futures.Executor):
                 futures.reverse()  # pop() from the end yields them in order
                 while futures:
                     remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    yield futures.pop().result(remaining)
-            finally:
+                    value = futures[-1].result(remaining)
+                    futures.pop()
+                    yield value
+            finally:  # a timeout, a failure or an abandoned iterator cancels what is left
                 for f in futures:
                     f.cancel()
 
