@@ -39,7 +39,7 @@ pub struct WorkerArgs {
 
 #[derive(Subcommand)]
 pub enum AdapterCommand {
-    /// Start and stop local `ebbtide worker` processes in groups.
+    /// Start and stop local worker processes in groups (`ebbtide worker`, or any --command).
     #[command(after_help = "Examples:\n  ebbtide adapter native tcp://127.0.0.1:8516 --max-groups 8\n  \
 ebbtide adapter native tcp://127.0.0.1:8516 --id gpu-box --capabilities gpu=1 --workers-per-group 2\n  \
 ebbtide adapter native tcp://127.0.0.1:8516 --command \"python3 -m ebbtide.worker\"   # Python workers")]
