@@ -22,8 +22,8 @@ pub struct AdapterSection {
     pub grace_ms: u64,
     #[serde(default)]
     pub allow_exec: bool,
-    /// The worker command of a `type = "slurm"` adapter, e.g. ["python3", "-m", "ebbtide.worker"];
-    /// absent: `ebbtide worker`.
+    /// The worker command, a program and its first arguments, e.g. `["python3", "-m", "ebbtide.worker"]`;
+    /// absent: this binary's `ebbtide worker`.
     pub command: Option<Vec<String>>,
     /// `[adapter.slurm]`: partition, time limit, capability requests... (`type = "slurm"` only).
     pub slurm: Option<crate::adapter::slurm::SlurmSettings>,

@@ -1,4 +1,5 @@
-//! `ebbtide adapter native`: starts and stops local `ebbtide worker` processes in groups.
+//! `ebbtide adapter native`: starts and stops local worker processes in groups: `ebbtide worker` by
+//! default, or any command that takes the same arguments (`python3 -m ebbtide.worker`, see docs/python.md).
 //!
 //! Each start spawns its group's processes at once (so a batch of starts boots in parallel) and is
 //! answered straight away; the workers then connect to the scheduler by themselves. A group whose
@@ -36,8 +37,9 @@ pub struct NativeOptions {
     pub worker_token: String,
     /// Between SIGTERM and SIGKILL.
     pub grace: Duration,
-    /// The `ebbtide` binary to run workers with.
-    pub worker_program: PathBuf,
+    /// The worker command: a program and its first arguments, to which each worker's own are added
+    /// (`ADDRESS --group ID [--capabilities C] [--allow-exec]`, with the token in `EBBTIDE_TOKEN`).
+    pub worker_command: Vec<String>,
     /// Passed to workers (`--allow-exec`).
     pub allow_exec: bool,
 }
@@ -146,12 +148,20 @@ fn start_group(
     Ok((RunningGroup { stop, supervisor }, pids))
 }
 
+/// `ebbtide worker` of this very binary: the worker command when none is configured.
+pub fn default_worker_command() -> Vec<String> {
+    let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ebbtide"));
+    vec![program.to_string_lossy().into_owned(), "worker".to_owned()]
+}
+
 fn spawn_worker(options: &NativeOptions, group_id: u64, capabilities: &CapMap) -> anyhow::Result<Child> {
     let caps: Vec<String> =
         capabilities.iter().map(|(k, v)| if *v == -1 { k.clone() } else { format!("{k}={v}") }).collect();
-    let mut command = Command::new(&options.worker_program);
+    let (program, leading) =
+        options.worker_command.split_first().ok_or_else(|| anyhow::anyhow!("the worker command is empty"))?;
+    let mut command = Command::new(program);
     command
-        .arg("worker")
+        .args(leading)
         .arg(options.address.to_string())
         .arg("--group")
         .arg(group_id.to_string())
@@ -172,7 +182,7 @@ fn spawn_worker(options: &NativeOptions, group_id: u64, capabilities: &CapMap) -
             Ok(())
         });
     }
-    command.spawn().map_err(|e| anyhow::anyhow!("cannot start {}: {e}", options.worker_program.display()))
+    command.spawn().map_err(|e| anyhow::anyhow!("cannot start the worker command {:?}: {e}", options.worker_command))
 }
 
 /// Waits for the processes to exit (true: on their own) or for a stop (false), which terminates them.

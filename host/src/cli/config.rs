@@ -78,8 +78,8 @@ impl FileConfig {
         let config: FileConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         for (i, a) in config.adapter.iter().enumerate() {
             match a.kind.as_str() {
-                "native" if a.slurm.is_some() || a.command.is_some() => anyhow::bail!(
-                    "[[adapter]] #{}: `slurm` and `command` are settings of type = \"slurm\" adapters",
+                "native" if a.slurm.is_some() => anyhow::bail!(
+                    "[[adapter]] #{}: `slurm` is a setting of type = \"slurm\" adapters",
                     i + 1
                 ),
                 "native" => {}
@@ -93,6 +93,12 @@ impl FileConfig {
             }
             if a.workers_per_group == 0 {
                 anyhow::bail!("[[adapter]] #{}: workers_per_group must be at least 1, got 0", i + 1);
+            }
+            if a.command.as_ref().is_some_and(|c| c.first().is_none_or(|p| p.trim().is_empty())) {
+                anyhow::bail!(
+                    "[[adapter]] #{}: command must start with a program, e.g. command = [\"python3\", \"-m\", \"ebbtide.worker\"]",
+                    i + 1
+                );
             }
             if let Some(caps) = &a.capabilities {
                 parse_capabilities(caps).map_err(|e| anyhow::anyhow!("[[adapter]] #{}: {e}", i + 1))?;
@@ -146,6 +152,8 @@ mod tests {
         assert!(e.contains("unknown field `tick`") && e.contains("tick_ms"), "{e}");
         let e = format!("{:#}", FileConfig::parse("[[adapter]]\ntype = \"k8s\"\n").unwrap_err());
         assert!(e.contains("\"k8s\"") && e.contains("native"), "{e}");
+        let e = format!("{:#}", FileConfig::parse("[[adapter]]\ntype = \"native\"\ncommand = []\n").unwrap_err());
+        assert!(e.contains("command must start with a program"), "{e}");
     }
 
     #[test]

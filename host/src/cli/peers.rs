@@ -1,6 +1,5 @@
 //! `ebbtide worker`, `ebbtide adapter native|slurm` and `ebbtide submit`: the scheduler's peers.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -54,9 +53,10 @@ pub struct WorkerArgs {
 
 #[derive(Subcommand)]
 pub enum AdapterCommand {
-    /// Start and stop local `ebbtide worker` processes in groups.
+    /// Start and stop local worker processes in groups (`ebbtide worker`, or any --command).
     #[command(after_help = "Examples:\n  ebbtide adapter native tcp://127.0.0.1:8516 --max-groups 8\n  \
-ebbtide adapter native tcp://127.0.0.1:8516 --id gpu-box --capabilities gpu=1 --workers-per-group 2")]
+ebbtide adapter native tcp://127.0.0.1:8516 --id gpu-box --capabilities gpu=1 --workers-per-group 2\n  \
+ebbtide adapter native tcp://127.0.0.1:8516 --command \"python3 -m ebbtide.worker\"   # Python workers")]
     Native(NativeArgs),
     /// Start and stop worker groups as Slurm jobs (one job per group, one worker per task).
     #[command(
@@ -96,6 +96,10 @@ pub struct NativeArgs {
     /// Start workers with --allow-exec.
     #[arg(long)]
     pub allow_exec: bool,
+    /// The worker command, split on spaces, e.g. "python3 -m ebbtide.worker"; each worker gets
+    /// ADDRESS --group ID [--capabilities C] added. Default: this binary's `ebbtide worker`.
+    #[arg(long, value_parser = worker_command)]
+    pub command: Option<WorkerCommand>,
     /// The token this adapter presents (the scheduler's adapter_token, or its token).
     #[arg(long, env = "EBBTIDE_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
@@ -179,6 +183,18 @@ fn parse_request(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `--command`: a program and its first arguments (one value, so clap does not take it for a list).
+#[derive(Clone, Debug)]
+pub struct WorkerCommand(Vec<String>);
+
+fn worker_command(s: &str) -> Result<WorkerCommand, String> {
+    let words: Vec<String> = s.split_whitespace().map(str::to_owned).collect();
+    if words.is_empty() {
+        return Err("the worker command is empty; expected e.g. \"python3 -m ebbtide.worker\"".into());
+    }
+    Ok(WorkerCommand(words))
+}
+
 #[derive(Args)]
 #[command(
     after_help = "Examples:\n  ebbtide submit tcp://127.0.0.1:8516 --function sleep --payload 500 --count 64 --wait\n  \
@@ -248,7 +264,7 @@ pub fn adapter(command: AdapterCommand) -> anyhow::Result<Outcome> {
         worker_token: args.worker_token.unwrap_or_else(|| args.token.clone()),
         token: args.token,
         grace: Duration::from_millis(args.grace_ms),
-        worker_program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ebbtide")),
+        worker_command: args.command.map(|c| c.0).unwrap_or_else(native::default_worker_command),
         allow_exec: args.allow_exec,
     };
     super::runtime()?.block_on(async {

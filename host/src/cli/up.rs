@@ -30,7 +30,6 @@ impl Adapters {
         let token = tokens.adapter.clone().unwrap_or_default();
         let worker_token = tokens.worker.clone().unwrap_or_default();
         let (stop, stopped) = watch::channel(false);
-        let program = std::env::current_exe()?;
         let mut tasks = Vec::new();
         for (i, a) in sections.iter().enumerate() {
             let id = a.id.clone().unwrap_or_else(|| format!("{}-{}", a.kind, i + 1));
@@ -67,7 +66,7 @@ impl Adapters {
                         token: token.clone(),
                         worker_token: worker_token.clone(),
                         grace: Duration::from_millis(a.grace_ms),
-                        worker_program: program.clone(),
+                        worker_command: a.command.clone().unwrap_or_else(native::default_worker_command),
                         allow_exec: a.allow_exec,
                     },
                     stopped,
