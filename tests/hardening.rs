@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Proc, config, http_get, http_post, status, submit, up, wait_for};
+use common::cluster::{Proc, config, http_get, http_post, rss_kib, status, submit, up, wait_for};
 use ebbtide::protocol::{Hello, Message, PROTOCOL_VERSION, Role, Task, TaskResult, TaskStatus, WorkerHeartbeat};
 
 const NATIVE_ADAPTER: &str = "[[adapter]]\ntype = \"native\"\nid = \"local\"\nmax_worker_groups = 4\nworkers_per_group = 1\n";
@@ -24,13 +24,6 @@ fn scheduler(dir: &Path, name: &str, extra: &[&str]) -> (Proc, String, String) {
 
 fn socket(address: &str) -> String {
     address.trim_start_matches("tcp://").to_owned()
-}
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// A protocol peer on a plain blocking socket, so a test can misbehave exactly as it wants.

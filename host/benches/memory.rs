@@ -9,17 +9,11 @@ mod cluster;
 
 use std::time::Duration;
 
-use cluster::{Proc, status, wait_for};
+use cluster::{Proc, rss_kib, status, wait_for};
 use ebbtide::protocol::peer::Connection;
 use ebbtide::protocol::{Message, Role, Task};
 
 const TASKS: u64 = 1_000_000;
-
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 fn main() {
     let dir = std::env::temp_dir().join(format!("ebbtide-bench-memory-{}", std::process::id()));
@@ -35,7 +29,7 @@ fn main() {
     let idle = rss_kib(scheduler.pid());
     println!("idle scheduler: RSS {:.1} MiB", idle as f64 / 1024.0);
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let address = address.parse().unwrap();
     let connection = runtime.block_on(async {
         let c = Connection::open(&address, Role::Client, "bench", "").await.unwrap();

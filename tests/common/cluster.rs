@@ -202,3 +202,10 @@ pub fn config(policy_content: &str, tick_ms: u64, log: Option<&Path>, tables: &s
         "[scheduler]\naddress = \"tcp://127.0.0.1:0\"\nadmin_address = \"127.0.0.1:0\"\npolicy_content = \"{policy_content}\"\ntick_ms = {tick_ms}\n{log}\n{tables}"
     )
 }
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

@@ -28,6 +28,7 @@ mod tasks;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use ebbtide_sdk::{CapMap, Decision, Snapshot, Trigger};
 
@@ -101,12 +102,15 @@ struct Peer {
     violations: u32,
 }
 
+/// Kept small: a million queued tasks are a million of these (see `cargo bench --bench memory`).
 struct TaskEntry {
     client: PeerId,
     client_id: u64,
-    function: String,
-    payload: Vec<u8>,
-    capabilities: CapMap,
+    /// Shared with every task of the same function (see [`tasks::Interned`]).
+    function: Arc<str>,
+    payload: Box<[u8]>,
+    /// Shared with every task of the same capability set.
+    capabilities: Arc<CapMap>,
     /// The worker holding it, if any.
     worker: Option<PeerId>,
     /// Attempts so far: 1 + the workers lost while running it; past `max_task_attempts` it fails.
@@ -175,6 +179,7 @@ pub struct Scheduler {
     next_task: TaskId,
     /// Payload bytes of every task held (queued or running), against `max_queued_bytes`.
     held_bytes: usize,
+    interned: tasks::Interned,
 
     workers: HashMap<PeerId, Worker>,
     /// Workers with no task, in a group that may take tasks.
@@ -215,6 +220,7 @@ impl Scheduler {
             by_client: HashMap::new(),
             next_task: 1,
             held_bytes: 0,
+            interned: tasks::Interned::default(),
             workers: HashMap::new(),
             idle: BTreeSet::new(),
             groups: BTreeMap::new(),

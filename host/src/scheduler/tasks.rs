@@ -24,9 +24,9 @@ impl Scheduler {
             TaskEntry {
                 client,
                 client_id: task.id,
-                function: task.function,
-                payload: task.payload,
-                capabilities: task.capabilities,
+                function: self.interned.function(task.function),
+                payload: task.payload.into_boxed_slice(),
+                capabilities: self.interned.capabilities(task.capabilities),
                 worker: None,
                 attempts: 1,
             },
@@ -34,7 +34,7 @@ impl Scheduler {
         self.counters.tasks_submitted += 1;
         if !self.place(id) {
             self.record_miss(id);
-            let caps = self.tasks[&id].capabilities.clone();
+            let caps = CapMap::clone(&self.tasks[&id].capabilities);
             self.queues.entry(caps).or_default().push_back(id);
         }
     }
@@ -193,7 +193,7 @@ impl Scheduler {
         }
         self.counters.tasks_requeued += 1;
         if !self.place(id) {
-            let caps = self.tasks[&id].capabilities.clone();
+            let caps = CapMap::clone(&self.tasks[&id].capabilities);
             self.queues.entry(caps).or_default().push_front(id);
         }
     }
@@ -228,9 +228,9 @@ impl Scheduler {
         task.worker = Some(worker);
         let message = Message::TaskSubmit(Task {
             id,
-            function: task.function.clone(),
-            payload: task.payload.clone(),
-            capabilities: task.capabilities.clone(),
+            function: task.function.to_string(),
+            payload: task.payload.to_vec(),
+            capabilities: CapMap::clone(&task.capabilities),
         });
         let w = self.workers.get_mut(&worker).expect("idle workers exist");
         w.task = Some(id);
@@ -266,7 +266,7 @@ impl Scheduler {
 
     /// Counts a miss against every adapter that could run the task, and arms the pressure trigger.
     fn record_miss(&mut self, id: TaskId) {
-        let caps = self.tasks[&id].capabilities.clone();
+        let caps = CapMap::clone(&self.tasks[&id].capabilities);
         let capable: Vec<String> =
             self.adapters.iter().filter(|(_, a)| self.can_start(a, &caps)).map(|(name, _)| name.clone()).collect();
         for name in &capable {
@@ -347,4 +347,39 @@ pub(super) fn check_names(function: &str, caps: &CapMap, limits: &super::Limits)
 pub(crate) fn describe(caps: &CapMap) -> String {
     let parts: Vec<String> = caps.iter().map(|(k, v)| if *v == -1 { k.clone() } else { format!("{k}={v}") }).collect();
     format!("{{{}}}", parts.join(", "))
+}
+
+/// One shared copy of each function name and capability set that tasks use, so a queued task holds
+/// pointers rather than its own strings. Bounded: past [`Interned::MAX`] entries a name gets its
+/// own copy (a client inventing names cannot grow this table).
+#[derive(Default)]
+pub(super) struct Interned {
+    functions: std::collections::HashMap<String, std::sync::Arc<str>>,
+    capabilities: std::collections::HashMap<CapMap, std::sync::Arc<CapMap>>,
+}
+
+impl Interned {
+    const MAX: usize = 1024;
+
+    fn function(&mut self, name: String) -> std::sync::Arc<str> {
+        if let Some(shared) = self.functions.get(&name) {
+            return shared.clone();
+        }
+        let shared: std::sync::Arc<str> = name.as_str().into();
+        if self.functions.len() < Self::MAX {
+            self.functions.insert(name, shared.clone());
+        }
+        shared
+    }
+
+    fn capabilities(&mut self, caps: CapMap) -> std::sync::Arc<CapMap> {
+        if let Some(shared) = self.capabilities.get(&caps) {
+            return shared.clone();
+        }
+        let shared = std::sync::Arc::new(caps.clone());
+        if self.capabilities.len() < Self::MAX {
+            self.capabilities.insert(caps, shared.clone());
+        }
+        shared
+    }
 }

@@ -348,7 +348,8 @@ fn summarize(record: &DecisionRecord) -> DecisionSummary {
     };
     record.commands.iter().for_each(|c| tally(c, 1));
     record.dropped.iter().for_each(|d| tally(&d.command, -1));
-    let error_kind = record.error.as_deref().map(error_kind);
+    // The typed kind the core recorded; older records (a replayed log) only have the text.
+    let error_kind = record.error_kind.map(str::to_owned).or_else(|| record.error.as_deref().map(error_kind));
     DecisionSummary {
         seq: record.seq,
         time_ms: record.time_ms,
@@ -445,10 +446,15 @@ mod tests {
             snapshot,
             state: String::new(),
             commands: vec![start("a"), start("a"), start("b"), ReadableCommand::Shutdown("7".into())],
-            dropped: vec![DroppedCommand { command: start("b"), reason: "adapter \"b\" is full".into() }],
+            dropped: vec![DroppedCommand {
+                command: start("b"),
+                kind: "adapter_full",
+                reason: "adapter \"b\" is full".into(),
+            }],
             diagnostics: vec![],
             duration_us: 40,
             error: None,
+            error_kind: None,
             shadow: None,
         }
     }
