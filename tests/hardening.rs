@@ -471,3 +471,16 @@ fn idle_floods_and_non_readers_do_not_stop_normal_work() {
         let _ = w.wait();
     }
 }
+
+/// A policy that takes longer than compile_timeout_ms to compile is refused at the compile stage,
+/// naming the setting (here at start-up, where a 1 ms budget cannot compile any component).
+#[test]
+fn a_compile_over_its_timeout_is_refused_naming_the_setting() {
+    let output = std::process::Command::new(common::cluster::binary())
+        .args(["scheduler", "tcp://127.0.0.1:0", "--policy-content", "scaling=vanilla", "--limit", "compile_timeout_ms=1"])
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "start-up must fail: {stderr}");
+    assert!(stderr.contains("compile_timeout_ms"), "the refusal names the setting: {stderr}");
+}
