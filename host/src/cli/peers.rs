@@ -213,7 +213,9 @@ pub struct SubmitArgs {
     pub capabilities: ebbtide_sdk::CapMap,
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub count: u64,
-    /// Wait for every result, then print a summary (exit 1 if any failed).
+    /// Wait for every result, then print a summary (exit 1 if any failed). Without it, submit
+    /// returns once the tasks are sent; the scheduler then drops them (a client's tasks live only
+    /// while it is connected), so leave it out only to test admission.
     #[arg(long)]
     pub wait: bool,
     /// Print the summary as JSON.
@@ -327,7 +329,10 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<Outcome> {
     let submission = runtime.block_on(Submission::send(&options))?;
     if !args.wait {
         runtime.block_on(submission.detach());
-        println!("submitted {} tasks", options.count);
+        println!(
+            "submitted {} tasks and left; the scheduler drops a client's tasks when it leaves (use --wait to run them)",
+            options.count
+        );
         return Ok(Outcome::Success);
     }
     let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(options.count) };

@@ -70,7 +70,7 @@ impl Submission {
         Ok(Submission { connection, sent, started })
     }
 
-    /// Leaves without waiting: the tasks run, their results are dropped.
+    /// Leaves without waiting: the scheduler drops the tasks still queued and cancels those running.
     pub async fn detach(self) {
         self.connection.finish().await;
     }
