@@ -19,7 +19,12 @@ const LIMIT: usize = 64 << 10;
 fn samples() -> Vec<Message> {
     let caps: ebbtide_sdk::CapMap = [("gpu".to_owned(), 2), ("linux".to_owned(), -1)].into_iter().collect();
     vec![
-        Message::Hello(Hello { role: Role::Worker, protocol_version: PROTOCOL_VERSION, identity: "w".into(), token: "t".into() }),
+        Message::Hello(Hello {
+            role: Role::Worker,
+            protocol_version: PROTOCOL_VERSION,
+            identity: "w".into(),
+            token: "t".into(),
+        }),
         Message::Welcome { peer_id: 9 },
         Message::TaskSubmit(Task { id: 1, function: "echo".into(), payload: vec![1; 300], capabilities: caps.clone() }),
         Message::TaskResult(TaskResult { id: 1, status: TaskStatus::Done, output: b"done".to_vec() }),

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use common::cluster::{Proc, config, http_get, http_post, rss_kib, status, submit, up, wait_for};
 use ebbtide::protocol::{Hello, Message, PROTOCOL_VERSION, Role, Task, TaskResult, TaskStatus, WorkerHeartbeat};
 
-const NATIVE_ADAPTER: &str = "[[adapter]]\ntype = \"native\"\nid = \"local\"\nmax_worker_groups = 4\nworkers_per_group = 1\n";
+const NATIVE_ADAPTER: &str =
+    "[[adapter]]\ntype = \"native\"\nid = \"local\"\nmax_worker_groups = 4\nworkers_per_group = 1\n";
 
 /// `ebbtide scheduler` on any port, with these extra arguments; returns it and its two addresses.
 fn scheduler(dir: &Path, name: &str, extra: &[&str]) -> (Proc, String, String) {
@@ -60,7 +61,8 @@ impl RawPeer {
         let table_len = (4 * (segments + 1)).next_multiple_of(8) - 4;
         let mut table = vec![0u8; table_len];
         self.stream.read_exact(&mut table).ok()?;
-        let words: usize = (0..segments).map(|i| u32::from_le_bytes(table[4 * i..4 * i + 4].try_into().unwrap()) as usize).sum();
+        let words: usize =
+            (0..segments).map(|i| u32::from_le_bytes(table[4 * i..4 * i + 4].try_into().unwrap()) as usize).sum();
         let mut body = vec![0u8; words * 8];
         self.stream.read_exact(&mut body).ok()?;
         let frame = [&count[..], &table, &body].concat();
@@ -88,7 +90,12 @@ fn hello(role: Role, token: &str) -> Message {
 }
 
 fn task(id: u64, function: &str, payload: &str) -> Message {
-    Message::TaskSubmit(Task { id, function: function.into(), payload: payload.into(), capabilities: Default::default() })
+    Message::TaskSubmit(Task {
+        id,
+        function: function.into(),
+        payload: payload.into(),
+        capabilities: Default::default(),
+    })
 }
 
 /// 100 connections that each claim a 16 MiB frame and send nothing else: before a hello, frames are
@@ -241,7 +248,12 @@ fn quotas_refuse_with_the_setting_and_a_leaving_client_takes_its_tasks() {
     let caps = (0..40).map(|i| (format!("c{i}"), 1)).collect();
     client.send(&Message::TaskSubmit(Task { id: 1000, function: "echo".into(), payload: vec![], capabilities: caps }));
     let long_name = "x".repeat(200);
-    client.send(&Message::TaskSubmit(Task { id: 1001, function: long_name, payload: vec![], capabilities: Default::default() }));
+    client.send(&Message::TaskSubmit(Task {
+        id: 1001,
+        function: long_name,
+        payload: vec![],
+        capabilities: Default::default(),
+    }));
     for setting in ["max_capabilities", "max_name_bytes"] {
         match client.recv() {
             Some(Message::TaskResult(r)) => {
@@ -301,7 +313,9 @@ fn cancel_stops_the_whole_process_group_and_frees_the_worker() {
     });
     client.send(&task(2, "echo", "after"));
     match client.recv() {
-        Some(Message::TaskResult(r)) => assert_eq!((r.id, r.status, r.output), (2, TaskStatus::Done, b"after".to_vec())),
+        Some(Message::TaskResult(r)) => {
+            assert_eq!((r.id, r.status, r.output), (2, TaskStatus::Done, b"after".to_vec()))
+        }
         other => panic!("the freed worker runs the next task; got {other:?}"),
     }
     let _ = worker.kill();
@@ -369,7 +383,8 @@ fn admin_refuses_devices_fifos_big_files_foreign_folders_and_form_posts() {
     );
     let swap = |spec: &str| {
         let started = Instant::now();
-        let (code, body) = http_post(&admin, "/policy", "application/json", format!("{{\"scaling\": \"{spec}\"}}").as_bytes());
+        let (code, body) =
+            http_post(&admin, "/policy", "application/json", format!("{{\"scaling\": \"{spec}\"}}").as_bytes());
         (code, body, started.elapsed())
     };
     let (code, body, took) = swap("/dev/zero");
@@ -428,7 +443,8 @@ fn idle_floods_and_non_readers_do_not_stop_normal_work() {
         .collect();
     wait_for("two workers", Duration::from_secs(10), || status(&admin)["workers"] == 2);
 
-    let idle: Vec<TcpStream> = (0..2000).map(|_| TcpStream::connect(socket(&address)).expect("idle connection")).collect();
+    let idle: Vec<TcpStream> =
+        (0..2000).map(|_| TcpStream::connect(socket(&address)).expect("idle connection")).collect();
 
     // The non-reader: submits 300 echoes of 64 KiB (19 MiB of results, more than any socket
     // buffer) and never reads; once its buffers are full it is closed after write_timeout_ms.
@@ -477,7 +493,14 @@ fn idle_floods_and_non_readers_do_not_stop_normal_work() {
 #[test]
 fn a_compile_over_its_timeout_is_refused_naming_the_setting() {
     let output = std::process::Command::new(common::cluster::binary())
-        .args(["scheduler", "tcp://127.0.0.1:0", "--policy-content", "scaling=vanilla", "--limit", "compile_timeout_ms=1"])
+        .args([
+            "scheduler",
+            "tcp://127.0.0.1:0",
+            "--policy-content",
+            "scaling=vanilla",
+            "--limit",
+            "compile_timeout_ms=1",
+        ])
         .output()
         .expect("the binary runs");
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -89,7 +89,8 @@ fn has_venv(python: &str) -> bool {
 fn pytest_suite_passes_against_the_real_binary_and_python_workers() {
     let python = std::env::var("EBBTIDE_PYTHON").unwrap_or_else(|_| "python3".into());
     if !has_venv(&python) {
-        let why = format!("{python} with the venv and ensurepip modules is not installed (apt-get install python3-venv)");
+        let why =
+            format!("{python} with the venv and ensurepip modules is not installed (apt-get install python3-venv)");
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}; the Python tests need it");
         eprintln!("SKIPPED pytest_suite_passes_against_the_real_binary_and_python_workers: {why}");
         return;

@@ -45,9 +45,8 @@ pub(super) async fn post_policy(
         "application/json" => Kind::Json,
         "application/wasm" => Kind::Wasm,
         other => {
-            let message = format!(
-                "POST /policy takes Content-Type application/json or application/wasm, not {other:?}\n"
-            );
+            let message =
+                format!("POST /policy takes Content-Type application/json or application/wasm, not {other:?}\n");
             return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
         }
     };

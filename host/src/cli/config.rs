@@ -78,10 +78,9 @@ impl FileConfig {
         let config: FileConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         for (i, a) in config.adapter.iter().enumerate() {
             match a.kind.as_str() {
-                "native" if a.slurm.is_some() => anyhow::bail!(
-                    "[[adapter]] #{}: `slurm` is a setting of type = \"slurm\" adapters",
-                    i + 1
-                ),
+                "native" if a.slurm.is_some() => {
+                    anyhow::bail!("[[adapter]] #{}: `slurm` is a setting of type = \"slurm\" adapters", i + 1)
+                }
                 "native" => {}
                 "slurm" if a.command.as_ref().is_some_and(|c| c.is_empty()) => anyhow::bail!(
                     "[[adapter]] #{}: command is empty; leave it out for `ebbtide worker`, or give e.g. [\"python3\", \"-m\", \"ebbtide.worker\"]",

@@ -103,7 +103,11 @@ impl Origin {
             Origin::Source(s) => s.read_with(rules).map(Arc::new).map_err(|e| Rejection::caused_by(Stage::Read, e)),
             Origin::Upload(bytes) if bytes.len() > rules.max_bytes => Err(Rejection::new(
                 Stage::Read,
-                format!("the upload is {} bytes, over the limit of {} (max_policy_bytes)", bytes.len(), rules.max_bytes),
+                format!(
+                    "the upload is {} bytes, over the limit of {} (max_policy_bytes)",
+                    bytes.len(),
+                    rules.max_bytes
+                ),
             )),
             Origin::Upload(bytes) => Ok(bytes.clone()),
         }

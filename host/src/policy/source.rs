@@ -67,11 +67,8 @@ impl ReadRules {
             }
         }
         // Non-blocking, so opening a FIFO with no writer returns at once instead of waiting for one.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(unreadable)?;
+        let file =
+            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(unreadable)?;
         let meta = file.metadata().map_err(unreadable)?;
         if !meta.is_file() {
             return Err(refused("not a regular file; expected a .wasm component".into()));

@@ -26,7 +26,8 @@ pub struct FrameLimits {
 
 impl FrameLimits {
     /// For peers of the scheduler: any frame up to [`MAX_FRAME_BYTES`], no stall timeout.
-    pub const TRUSTING: FrameLimits = FrameLimits { max_bytes: MAX_FRAME_BYTES, setting: "max_frame_bytes", stall: None };
+    pub const TRUSTING: FrameLimits =
+        FrameLimits { max_bytes: MAX_FRAME_BYTES, setting: "max_frame_bytes", stall: None };
 }
 
 /// Reads one frame: the raw bytes of a message, segment table included. `Ok(None)` at a clean end of

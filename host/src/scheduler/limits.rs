@@ -118,9 +118,13 @@ impl Limits {
                 "policy_dirs" => toml::Value::Array(
                     value.split(':').filter(|d| !d.is_empty()).map(|d| toml::Value::String(d.into())).collect(),
                 ),
-                _ => toml::Value::Integer(value.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
-                    format!("limit {key}: expected a whole number ≥ 0, got {value:?}")
-                })?),
+                _ => toml::Value::Integer(
+                    value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|v| *v >= 0)
+                        .ok_or_else(|| format!("limit {key}: expected a whole number ≥ 0, got {value:?}"))?,
+                ),
             };
             table.insert(key.to_owned(), parsed);
         }

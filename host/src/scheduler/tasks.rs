@@ -85,7 +85,11 @@ impl Scheduler {
         self.touch_worker(worker);
         let running = self.workers.get(&worker).and_then(|w| w.task) == Some(result.id);
         if !running {
-            return self.violation(worker, "result-not-held", format!("a result for task {} it does not hold", result.id));
+            return self.violation(
+                worker,
+                "result-not-held",
+                format!("a result for task {} it does not hold", result.id),
+            );
         }
         self.release_worker(worker);
         // Gone already: cancelled, or its client left. The worker confirmed it stopped.

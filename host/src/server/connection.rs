@@ -120,8 +120,7 @@ async fn read_loop(
     }
     let mut reader = BufReader::with_capacity(READ_BUFFER, read);
     // Until a hello has been read, frames are small and the whole first frame is due in time.
-    let hello_limits =
-        FrameLimits { max_bytes: limits.hello_frame_bytes, setting: "hello_frame_bytes", stall: None };
+    let hello_limits = FrameLimits { max_bytes: limits.hello_frame_bytes, setting: "hello_frame_bytes", stall: None };
     let hello_timeout = Duration::from_millis(limits.hello_timeout_ms);
     let frame_limits = FrameLimits {
         max_bytes: limits.max_frame_bytes,

@@ -90,7 +90,10 @@ impl DecisionLog {
                 match sink.append(&batch, &thread_stats) {
                     Ok(()) => thread_stats.written.fetch_add(lines, Ordering::Relaxed),
                     Err(e) => {
-                        tracing::error!("writing the decision log {} failed: {e}; {lines} lines lost", sink.path.display());
+                        tracing::error!(
+                            "writing the decision log {} failed: {e}; {lines} lines lost",
+                            sink.path.display()
+                        );
                         thread_stats.failed.fetch_add(lines, Ordering::Relaxed)
                     }
                 };

@@ -116,7 +116,11 @@ impl Handle {
         if let Err(std_mpsc::TrySendError::Full(job)) = self.swaps.try_send(SwapJob { request, ticket, seen: None }) {
             let why = format!("{} swaps are already waiting, the limit (swap_queue); try again", self.swap_queue);
             let ticket = Ticket { trigger, started: Instant::now(), reply: job.ticket.reply };
-            let _ = self.events.send(Event::SwapRejected(Box::new((ticket, String::new(), Rejection::new(Stage::Read, why)))));
+            let _ = self.events.send(Event::SwapRejected(Box::new((
+                ticket,
+                String::new(),
+                Rejection::new(Stage::Read, why),
+            ))));
         }
         rx
     }

@@ -68,7 +68,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<Vec<Run>> {
 fn run_one(settings: &Settings, contender: &Contender) -> anyhow::Result<Run> {
     // The scheduler's own pipeline: a policy the scheduler would refuse is refused here too.
     let origin = Origin::Source(contender.source.clone());
-    let bytes = origin.read(&crate::policy::ReadRules::default()).map_err(|r| anyhow::anyhow!("{}: {r}", contender.label))?;
+    let bytes =
+        origin.read(&crate::policy::ReadRules::default()).map_err(|r| anyhow::anyhow!("{}: {r}", contender.label))?;
     let candidate = candidate::prepare(origin, &bytes, contender.params.clone(), ScalingLimits::default(), None)
         .map_err(|r| anyhow::anyhow!("policy {}: {r}", contender.label))?;
     let core = CoreConfig {
