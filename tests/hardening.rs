@@ -5,23 +5,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Proc, config, http_get, http_post, rss_kib, status, submit, up, wait_for};
+use common::cluster::{config, http_get, http_post, rss_kib, scheduler, status, submit, up, wait_for};
 use ebbtide::protocol::{Hello, Message, PROTOCOL_VERSION, Role, Task, TaskResult, TaskStatus, WorkerHeartbeat};
 
 const NATIVE_ADAPTER: &str =
     "[[adapter]]\ntype = \"native\"\nid = \"local\"\nmax_worker_groups = 4\nworkers_per_group = 1\n";
-
-/// `ebbtide scheduler` on any port, with these extra arguments; returns it and its two addresses.
-fn scheduler(dir: &Path, name: &str, extra: &[&str]) -> (Proc, String, String) {
-    let mut args = vec!["scheduler", "tcp://127.0.0.1:0", "--admin", "127.0.0.1:0", "--policy-content", "scaling=no"];
-    args.extend_from_slice(extra);
-    let mut proc = Proc::start(dir, name, &args);
-    let (address, admin) = proc.listening();
-    (proc, address, admin.expect("admin address"))
-}
 
 fn socket(address: &str) -> String {
     address.trim_start_matches("tcp://").to_owned()

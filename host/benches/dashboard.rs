@@ -48,6 +48,7 @@ fn main() {
             allow_exec: false,
             token: String::new(),
             identity: format!("bench-worker-{i}"),
+            gauges: vec![],
         };
         runtime.spawn(async move { worker::run(options).await });
     }

@@ -9,7 +9,7 @@ mod cluster;
 
 use std::time::Duration;
 
-use cluster::{Proc, rss_kib, status, wait_for};
+use cluster::{rss_kib, scheduler, status, wait_for};
 use ebbtide::protocol::peer::Connection;
 use ebbtide::protocol::{Message, Role, Task};
 
@@ -18,13 +18,7 @@ const TASKS: u64 = 1_000_000;
 fn main() {
     let dir = std::env::temp_dir().join(format!("ebbtide-bench-memory-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut scheduler = Proc::start(
-        &dir,
-        "scheduler",
-        &["scheduler", "tcp://127.0.0.1:0", "--admin", "127.0.0.1:0", "--policy-content", "scaling=no"],
-    );
-    let (address, admin) = scheduler.listening();
-    let admin = admin.unwrap();
+    let (scheduler, address, admin) = scheduler(&dir, "scheduler", &[]);
     std::thread::sleep(Duration::from_secs(2));
     let idle = rss_kib(scheduler.pid());
     println!("idle scheduler: RSS {:.1} MiB", idle as f64 / 1024.0);

@@ -9,7 +9,7 @@ mod cluster;
 
 use std::time::{Duration, Instant};
 
-use cluster::{Proc, status, wait_for};
+use cluster::{Proc, scheduler, status, wait_for};
 use ebbtide::client::{Submission, SubmitOptions};
 use ebbtide::protocol::peer::Connection;
 use ebbtide::protocol::{Message, Role, Task};
@@ -20,13 +20,7 @@ const ROUND_TRIPS: usize = 1_000;
 fn main() {
     let dir = std::env::temp_dir().join(format!("ebbtide-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut scheduler = Proc::start(
-        &dir,
-        "scheduler",
-        &["scheduler", "tcp://127.0.0.1:0", "--admin", "127.0.0.1:0", "--policy-content", "scaling=no"],
-    );
-    let (address, admin) = scheduler.listening();
-    let admin = admin.unwrap();
+    let (_scheduler, address, admin) = scheduler(&dir, "scheduler", &[]);
     let _workers: Vec<Proc> = (0..2).map(|i| Proc::start(&dir, &format!("w{i}"), &["worker", &address])).collect();
     wait_for("2 workers", Duration::from_secs(10), || status(&admin)["workers"] == 2);
 

@@ -209,3 +209,14 @@ pub fn rss_kib(pid: i32) -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// `ebbtide scheduler` on any loopback port, admin on, with the `no` policy (nothing scales, so what
+/// a test or benchmark sees is the scheduler alone) and these extra arguments; returns it and its
+/// protocol and admin addresses.
+pub fn scheduler(dir: &Path, name: &str, extra: &[&str]) -> (Proc, String, String) {
+    let mut args = vec!["scheduler", "tcp://127.0.0.1:0", "--admin", "127.0.0.1:0", "--policy-content", "scaling=no"];
+    args.extend_from_slice(extra);
+    let mut proc = Proc::start(dir, name, &args);
+    let (address, admin) = proc.listening();
+    (proc, address, admin.expect("the scheduler was given an admin address"))
+}
