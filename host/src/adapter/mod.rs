@@ -23,3 +23,10 @@ async fn heartbeats(outbox: Outbox, heartbeat: AdapterHeartbeat) {
 fn stopped(group_id: u64) -> CommandResponse {
     CommandResponse { request_id: 0, ok: true, group_id, worker_ids: vec![], message: String::new() }
 }
+
+/// `ebbtide worker` of this very binary: the worker command of both adapters when none is configured
+/// (for Slurm, compute nodes must see the binary at the same path).
+pub fn default_worker_command() -> Vec<String> {
+    let program = std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("ebbtide"));
+    vec![program.to_string_lossy().into_owned(), "worker".to_owned()]
+}

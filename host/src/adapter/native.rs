@@ -8,7 +8,6 @@
 //! scheduler closes their connection, so nothing is left behind.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -146,12 +145,6 @@ fn start_group(
         let _ = exited.send(group_id);
     });
     Ok((RunningGroup { stop, supervisor }, pids))
-}
-
-/// `ebbtide worker` of this very binary: the worker command when none is configured.
-pub fn default_worker_command() -> Vec<String> {
-    let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ebbtide"));
-    vec![program.to_string_lossy().into_owned(), "worker".to_owned()]
 }
 
 fn spawn_worker(options: &NativeOptions, group_id: u64, capabilities: &CapMap) -> anyhow::Result<Child> {

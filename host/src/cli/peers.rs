@@ -266,7 +266,7 @@ pub fn adapter(command: AdapterCommand) -> anyhow::Result<Outcome> {
         worker_token: args.worker_token.unwrap_or_else(|| args.token.clone()),
         token: args.token,
         grace: Duration::from_millis(args.grace_ms),
-        worker_command: args.command.map(|c| c.0).unwrap_or_else(native::default_worker_command),
+        worker_command: args.command.map(|c| c.0).unwrap_or_else(crate::adapter::default_worker_command),
         allow_exec: args.allow_exec,
     };
     super::runtime()?.block_on(async {
@@ -291,7 +291,7 @@ fn slurm_adapter(args: SlurmArgs) -> anyhow::Result<Outcome> {
         worker_token: args.worker_token.clone().unwrap_or_else(|| args.token.clone()),
         token: args.token,
         grace: Duration::from_millis(args.grace_ms),
-        worker_command: if args.command.is_empty() { SlurmOptions::default_worker_command() } else { args.command },
+        worker_command: if args.command.is_empty() { crate::adapter::default_worker_command() } else { args.command },
         allow_exec: args.allow_exec,
         slurm: SlurmSettings {
             partition: args.partition,

@@ -48,7 +48,7 @@ impl Adapters {
                         token: token.clone(),
                         worker_token: worker_token.clone(),
                         grace: Duration::from_millis(a.grace_ms),
-                        worker_command: a.command.clone().unwrap_or_else(SlurmOptions::default_worker_command),
+                        worker_command: a.command.clone().unwrap_or_else(crate::adapter::default_worker_command),
                         allow_exec: a.allow_exec,
                         slurm: a.slurm.clone().unwrap_or_default(),
                     };
@@ -66,7 +66,7 @@ impl Adapters {
                         token: token.clone(),
                         worker_token: worker_token.clone(),
                         grace: Duration::from_millis(a.grace_ms),
-                        worker_command: a.command.clone().unwrap_or_else(native::default_worker_command),
+                        worker_command: a.command.clone().unwrap_or_else(crate::adapter::default_worker_command),
                         allow_exec: a.allow_exec,
                     },
                     stopped,

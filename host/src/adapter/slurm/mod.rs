@@ -22,7 +22,6 @@ mod commands;
 mod job;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,14 +115,6 @@ pub struct SlurmOptions {
     /// Passed to workers (`--allow-exec`).
     pub allow_exec: bool,
     pub slurm: SlurmSettings,
-}
-
-impl SlurmOptions {
-    /// `ebbtide worker`, with this very binary (which compute nodes must see at the same path).
-    pub fn default_worker_command() -> Vec<String> {
-        let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ebbtide"));
-        vec![program.display().to_string(), "worker".to_owned()]
-    }
 }
 
 /// Shutdowns arriving within this window (one decision's) become one scancel.
