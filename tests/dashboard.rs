@@ -131,7 +131,7 @@ fn failed_decisions_show_their_kind_and_the_fallback_its_reason() {
     let dir = common::temp_dir("dashboard-failures");
     let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
     // The hostile guest traps while there is work; after 2 failures in a row vanilla decides.
-    let tables = "[scaling.params]\nmode = \"trap-when-busy\"\n\n[scaling.limits]\nmax_consecutive_failures = 2\nfallback = \"vanilla\"\n\n[[adapter]]\ntype = \"native\"\nid = \"local\"\nmax_worker_groups = 2\nworkers_per_group = 2\ngrace_ms = 500\n";
+    let tables = "[scaling.params]\nmode = \"trap-when-busy-later\"\n\n[scaling.limits]\nmax_consecutive_failures = 2\nfallback = \"vanilla\"\n\n[[adapter]]\ntype = \"native\"\nid = \"local\"\nmax_worker_groups = 2\nworkers_per_group = 2\ngrace_ms = 500\n";
     let (_up, address, admin) = up(&dir, "up", &config(&format!("scaling={}", hostile.display()), 100, None, tables));
     assert_eq!(submit(&address, &["--function", "sleep", "--payload", "50", "--count", "10"])["done"], 10);
     let h = history(&admin, "");

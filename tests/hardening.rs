@@ -334,7 +334,7 @@ fn a_sleeping_policy_fails_its_decisions_and_the_fallback_serves() {
     let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
     let log = dir.join("decisions.jsonl");
     let tables = format!(
-        "[scaling.params]\nmode = \"sleep-when-busy\"\n\n[scaling.limits]\nmax_consecutive_failures = 2\n\n{NATIVE_ADAPTER}"
+        "[scaling.params]\nmode = \"sleep-when-busy-later\"\n\n[scaling.limits]\nmax_consecutive_failures = 2\n\n{NATIVE_ADAPTER}"
     );
     let config = config(&format!("scaling={}", hostile.display()), 50, Some(&log), &tables);
     let (_up, address, admin) = up(&dir, "up", &config);

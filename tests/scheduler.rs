@@ -286,7 +286,7 @@ fn the_fallback_decides_with_its_own_params_and_failures_are_counted_by_kind() {
     let dir = common::temp_dir("fallback-params");
     let log = dir.join("decisions.jsonl");
     let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
-    let tables = "[scaling.params]\nmode = \"trap-when-busy\"\n\n[scaling.limits]\nmax_consecutive_failures = 2\n\
+    let tables = "[scaling.params]\nmode = \"trap-when-busy-later\"\n\n[scaling.limits]\nmax_consecutive_failures = 2\n\
         fallback = \"buffer\"\nfallback_params = { adapter_id = \"pool\", target_buffer = 1 }\n\n\
         [[adapter]]\ntype = \"native\"\nid = \"pool\"\nmax_worker_groups = 4\nworkers_per_group = 1\n";
     let config = common::cluster::config(&format!("scaling={}", hostile.display()), 50, Some(&log), tables);

@@ -133,12 +133,14 @@ fn candidates_are_rejected_at_the_failing_stage() {
     let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
     let hostile = hostile.to_str().unwrap();
     let command = common::guest("ebbtide-test-guest-cli-command", "ebbtide-test-guest-cli-command.wasm");
-    let cases: [(&str, Option<&str>, &str, &str); 5] = [
+    // `trap-when-busy` decides the idle scheduler's last snapshot fine; the sample snapshots catch it.
+    let cases: [(&str, Option<&str>, &str, &str); 6] = [
         (garbage.to_str().unwrap(), None, "compile", "invalid-component"),
         (command.to_str().unwrap(), None, "world", "ebbtide:policy/scaling-policy@0.1.0"),
         (hostile, Some(r#"{"mode": "sideways"}"#), "validate", "mode"),
         (hostile, Some(r#"{"mode": "trap"}"#), "dry-run", "trap"),
         (hostile, Some(r#"{"mode": "loop"}"#), "dry-run", "timeout"),
+        (hostile, Some(r#"{"mode": "trap-when-busy"}"#), "dry-run", "small sample snapshot"),
     ];
     for (policy, params, stage, detail) in cases {
         let decisions_before = status(&admin)["decisions"]["total"].as_u64().unwrap();
@@ -160,11 +162,11 @@ fn candidates_are_rejected_at_the_failing_stage() {
     assert_eq!(code, 400, "{reply}");
     assert!(reply.contains("scalling") && reply.contains("scaling, params, limits"), "{reply}");
     let s = status(&admin);
-    assert_eq!(s["swaps"]["rejected"], 6);
+    assert_eq!(s["swaps"]["rejected"], 7);
     assert_eq!(s["swaps"]["accepted"], 0);
     let (code, metrics) = common::cluster::http_get(&admin, "/metrics", None);
     assert_eq!(code, 200);
-    assert!(metrics.contains(r#"ebbtide_swaps_total{outcome="rejected"} 6"#), "{metrics}");
+    assert!(metrics.contains(r#"ebbtide_swaps_total{outcome="rejected"} 7"#), "{metrics}");
     assert!(metrics.contains("ebbtide_swap_seconds_bucket"), "{metrics}");
 }
 
@@ -224,7 +226,7 @@ fn fallback_engages_and_clears_on_a_good_swap() {
     let dir = common::temp_dir("swap-fallback");
     let hostile = common::guest("ebbtide-test-guest-hostile", "ebbtide_test_guest_hostile.wasm");
     let tables = format!(
-        "[scaling.params]\nmode = \"trap-when-busy\"\n\n[scaling.limits]\nmax_consecutive_failures = 2\nfallback = \"vanilla\"\n\n{NATIVE_ADAPTER}"
+        "[scaling.params]\nmode = \"trap-when-busy-later\"\n\n[scaling.limits]\nmax_consecutive_failures = 2\nfallback = \"vanilla\"\n\n{NATIVE_ADAPTER}"
     );
     let config = config(&format!("scaling={}", hostile.display()), 50, None, &tables);
     let (_up, address, admin) = up(&dir, "up", &config);

@@ -52,7 +52,7 @@ pub async fn serve(
         .merge(dashboard::public_routes())
         .with_state(state);
     tokio::spawn(accept_loop(listener, app, limits.clone()));
-    tracing::info!(address = %bound, "admin HTTP listening");
+    tracing::debug!(address = %bound, "admin HTTP listening");
     Ok(bound)
 }
 

@@ -4,6 +4,7 @@ pub mod config;
 mod demo;
 mod new;
 mod peers;
+mod pid_file;
 pub mod policy;
 mod replay;
 pub mod scheduler;
@@ -32,9 +33,10 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "EBBTIDE_LOG_FORMAT")]
     pub log_format: LogFormat,
 
-    /// Log filter, as in RUST_LOG (e.g. `info`, `ebbtide=debug`).
-    #[arg(long, global = true, default_value = "warn", env = "EBBTIDE_LOG")]
-    pub log: String,
+    /// Log filter, as in RUST_LOG (e.g. `warn`, `ebbtide=debug`) [default: info for the scheduler,
+    /// `up` and adapters, whose operators want to see swaps, reloads and lost workers; warn otherwise].
+    #[arg(long, global = true, env = "EBBTIDE_LOG")]
+    pub log: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -97,6 +99,17 @@ ebbtide scheduler --config ebbtide.toml --policy-content 'allocate=capability; s
     Policy(policy::PolicyCommand),
 }
 
+impl Cli {
+    /// The log filter: `--log`, or the command's default.
+    pub fn log_filter(&self) -> &str {
+        match (&self.log, &self.command) {
+            (Some(filter), _) => filter,
+            (None, Command::Scheduler(_) | Command::Up { .. } | Command::Adapter(_)) => "info",
+            (None, _) => "warn",
+        }
+    }
+}
+
 /// What a command reports back to `main`: success, or a failure already explained to the user.
 pub enum Outcome {
     Success,
@@ -114,7 +127,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let base = args.config.as_deref().and_then(|p| p.parent()).map(|p| p.to_path_buf());
             let settings = args.resolve(&file, base.as_deref())?;
             runtime()?.block_on(async {
-                scheduler::launch(settings, Some((args.clone(), args.config.clone()))).await?;
+                // Held until the process stops: it owns the pid file.
+                let _launched = scheduler::launch(settings, Some((args.clone(), args.config.clone()))).await?;
                 scheduler::stop_requested().await;
                 anyhow::Ok(())
             })?;

@@ -1,4 +1,4 @@
-//! `ebbtide policy ...`: the authoring tools (DESIGN.md section 6).
+//! `ebbtide policy ...`: the authoring tools.
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use ebbtide_sdk::vectors;
 
 use super::Outcome;
-use crate::policy::{CallLimits, PolicySource, bench, builtin, sample};
+use crate::policy::{CallLimits, PolicySource, bench, builtin, candidate, sample};
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -27,8 +27,10 @@ pub enum PolicyCommand {
         json: bool,
     },
 
-    /// Load a policy as the scheduler would, validate params and run a decision on a sample snapshot
-    /// within the limits. Exits 0 only if the scheduler would accept it.
+    /// Load a policy as a swap does: compile, check the world, validate the params, then decide on an
+    /// empty snapshot and on the small and large sample snapshots (pending and running work, starting
+    /// and draining groups), each within the limits. Exits 0 only if a swap would accept it; a swap
+    /// decides the scheduler's last snapshot instead of the empty one.
     #[command(
         after_help = "Examples:\n  ebbtide policy check vanilla --params '{\"upper_task_ratio\": 10}'\n  ebbtide policy check ./my_policy.wasm --deadline-ms 50"
     )]
@@ -216,20 +218,17 @@ fn check(spec: &str, params: &str, limits: CallLimits) -> anyhow::Result<Outcome
             return Ok(Outcome::Failed);
         }
     }
-    for size in [sample::Size::Small, sample::Size::Large] {
-        let snapshot = sample::snapshot(size);
-        match policy.decide(params, &snapshot, &[]) {
-            Ok(d) => println!(
-                "decide    {size:?} sample: {} commands, {} diagnostics, {} state bytes",
-                d.commands.len(),
-                d.diagnostics.len(),
-                d.state.len()
-            ),
-            Err(e) => {
-                println!("rejected at dry-run decide ({size:?} sample): {e}");
-                return Ok(Outcome::Failed);
-            }
-        }
+    let shown = |name: &str, d: &ebbtide_sdk::Decision| {
+        println!(
+            "decide    {name}: {} commands, {} diagnostics, {} state bytes",
+            d.commands.len(),
+            d.diagnostics.len(),
+            d.state.len()
+        )
+    };
+    if let Err(rejection) = candidate::dry_run(&policy, params, None, shown) {
+        println!("{rejection}");
+        return Ok(Outcome::Failed);
     }
     println!("accepted");
     Ok(Outcome::Success)

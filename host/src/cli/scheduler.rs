@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::config::{DEFAULT_POLICY_CONTENT, FileConfig, PolicyContent};
+use super::pid_file::PidFile;
 use crate::policy::candidate::{self, Candidate, Origin, Rejection, Stage};
 use crate::policy::{PolicySource, ReadRules, ScalingLimits};
 use crate::protocol::Address;
@@ -20,7 +21,7 @@ use crate::server::{self, Handle, ServerConfig, ShadowSetup};
 pub struct SchedulerArgs {
     /// Address to listen on for clients, workers and adapters [default: tcp://127.0.0.1:8516].
     pub address: Option<String>,
-    /// TOML configuration (DESIGN.md section 5); flags and variables override it.
+    /// TOML configuration (see examples/native.toml); flags and variables override it.
     #[arg(long, env = "EBBTIDE_CONFIG")]
     pub config: Option<PathBuf>,
     /// `allocate=even_load|capability; scaling=BUILTIN|PATH.wasm` [default: allocate=capability; scaling=vanilla].
@@ -76,6 +77,10 @@ pub struct SchedulerArgs {
     /// [default: 64]. The oldest go first; 0 keeps summaries only.
     #[arg(long, env = "EBBTIDE_HISTORY_DETAIL_MIB")]
     pub history_detail_mib: Option<usize>,
+    /// Write the scheduler's process id to this file once it listens (removed when it stops), so that
+    /// `kill -HUP $(cat FILE)` reloads the configuration of this process alone.
+    #[arg(long, env = "EBBTIDE_PID_FILE")]
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Everything resolved and checked, ready to launch.
@@ -88,6 +93,7 @@ pub struct Settings {
     /// The admin token (the shared `token`).
     pub token: Option<String>,
     pub history: HistoryLimits,
+    pub pid_file: Option<PathBuf>,
 }
 
 /// The policy as configured, not loaded yet.
@@ -172,7 +178,8 @@ impl SchedulerArgs {
             detail_mib: self.history_detail_mib.or(s.history_detail_mib).unwrap_or(defaults.detail_mib),
         };
         history.validate().map_err(anyhow::Error::msg)?;
-        Ok(Settings { address, core, policy, decision_log, admin, token, history })
+        let pid_file = self.pid_file.clone().or(s.pid_file.clone());
+        Ok(Settings { address, core, policy, decision_log, admin, token, history, pid_file })
     }
 
     /// What SIGHUP re-reads: the policy (source, params, limits, shadow), the allocation and the tick.
@@ -244,6 +251,8 @@ pub struct Launched {
     pub handle: Handle,
     pub address: Address,
     pub admin: Option<SocketAddr>,
+    /// Removed when the launched scheduler is dropped.
+    pub pid_file: Option<PidFile>,
 }
 
 /// What SIGHUP re-reads: the command's flags and its configuration file.
@@ -259,6 +268,7 @@ pub async fn launch(settings: Settings, reload: Option<Reload>) -> anyhow::Resul
     let rules = ReadRules { max_bytes: limits.max_policy_bytes, dirs: limits.policy_dirs.clone() };
     crate::policy::component::set_compile_timeout(std::time::Duration::from_millis(limits.compile_timeout_ms));
     let (policy, shadow) = tokio::task::spawn_blocking(move || spec.load(&rules)).await??;
+    let policy_line = describe_policy(&policy, settings.core.allocate);
     let config = ServerConfig {
         address: settings.address,
         core: settings.core,
@@ -276,11 +286,38 @@ pub async fn launch(settings: Settings, reload: Option<Reload>) -> anyhow::Resul
     if let Some((args, config)) = reload {
         reload_on_hangup(handle.clone(), args, config);
     }
+    let pid_file = settings.pid_file.as_deref().map(PidFile::write).transpose()?;
     match admin {
         Some(a) => println!("ebbtide scheduler listening on {address} (admin http://{a})"),
         None => println!("ebbtide scheduler listening on {address}"),
     }
-    Ok(Launched { handle, address, admin })
+    println!("  {policy_line}");
+    if let Some(a) = admin {
+        println!("  dashboard http://{a}/, status http://{a}/status, metrics http://{a}/metrics");
+    }
+    if let Some(p) = &pid_file {
+        println!(
+            "  pid file {} (kill -HUP $(cat {}) re-reads the configuration)",
+            p.path().display(),
+            p.path().display()
+        );
+    }
+    Ok(Launched { handle, address, admin, pid_file })
+}
+
+/// The start-up line that says which policy decides: name, version, source, digest, params.
+fn describe_policy(policy: &Candidate, allocate: Allocate) -> String {
+    let p = &policy.policy;
+    format!(
+        "policy {} {} ({}, sha256 {}), params {}, allocate={}, fallback {}",
+        p.info.name,
+        p.info.version,
+        policy.origin.label(),
+        &p.digest[..12],
+        policy.params,
+        allocate.as_str(),
+        policy.limits.fallback
+    )
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).

@@ -72,6 +72,7 @@ impl Adapters {
                     stopped,
                 )),
             };
+            println!("  {}", describe_adapter(&id, a));
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = run.await {
                     tracing::error!(adapter = %id, "adapter stopped: {e:#}");
@@ -88,6 +89,19 @@ impl Adapters {
             let _ = task.await;
         }
     }
+}
+
+/// The start-up line of one adapter: what it is and its limits.
+fn describe_adapter(id: &str, a: &AdapterSection) -> String {
+    let groups = match a.max_worker_groups {
+        0 => "any number of groups".to_owned(),
+        n => format!("up to {n} groups"),
+    };
+    let capabilities = a.capabilities.as_deref().unwrap_or("any");
+    format!(
+        "adapter {id}: {}, {groups} of {} workers, capabilities {capabilities}, priority {}",
+        a.kind, a.workers_per_group, a.priority
+    )
 }
 
 /// Reads the file and launches the scheduler and its adapters.

@@ -1,4 +1,4 @@
-//! The swap pipeline (DESIGN.md section 4): a candidate policy must pass every stage, in order,
+//! The swap pipeline: a candidate policy must pass every stage, in order,
 //! before it may replace the active one. Each failure names its stage, so an operator knows whether
 //! the bytes, the contract, the params or the behaviour was wrong.
 //!
@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use ebbtide_sdk::Snapshot;
+use ebbtide_sdk::{Decision, Snapshot};
 use serde::Serialize;
 
 use super::limits::ScalingLimits;
 use super::source::ReadRules;
-use super::{LoadedPolicy, PolicyError, PolicySource, SourceError, builtin};
+use super::{LoadedPolicy, PolicyError, PolicySource, SourceError, builtin, sample};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -24,7 +24,7 @@ pub enum Stage {
     World,
     Describe,
     Validate,
-    /// A `decide` on the last snapshot, within the limits.
+    /// `decide` on the last snapshot and on the sample snapshots, within the limits ([`dry_run`]).
     DryRun,
 }
 
@@ -140,19 +140,49 @@ pub fn prepare(
     let policy = LoadedPolicy::load(bytes, limits.call()).map_err(|e| Rejection::caused_by(load_stage(&e), e))?;
     let policy = Arc::new(policy);
     check_params(&policy, &params)?;
-    let empty = Snapshot::default();
-    let (snapshot, state) = last.unwrap_or((&empty, &[]));
-    policy.decide(&params, snapshot, state).map_err(|e| Rejection::caused_by(Stage::DryRun, e))?;
+    dry_run(&policy, &params, last, |_, _| {})?;
     // The fallback passes the same stages with its own params: it must be able to decide the day
     // the policy cannot.
     let context = format!("the fallback {} (fallback_params in [scaling.limits])", limits.fallback);
     let fallback = load_builtin(&limits.fallback, &limits).map_err(|r| r.context(&context))?;
     let fallback_params = limits.fallback_params_json();
     check_params(&fallback, &fallback_params).map_err(|r| r.context(&context))?;
-    fallback
-        .decide(&fallback_params, snapshot, &[])
-        .map_err(|e| Rejection::caused_by(Stage::DryRun, e).context(&context))?;
+    dry_run(&fallback, &fallback_params, last.map(|(snapshot, _)| (snapshot, &[][..])), |_, _| {})
+        .map_err(|r| r.context(&context))?;
     Ok(Candidate { policy, origin, params, limits, fallback, fallback_params })
+}
+
+/// The dry run, the same for a swap, the start-up load and `policy check`: `decide` on the last
+/// decision's snapshot and state (an empty snapshot before the first decision), then on the small and
+/// large sample snapshots (`policy::sample`) with empty state. An idle scheduler's snapshot has no
+/// work in it; the samples have pending and running tasks, starting, running and draining groups,
+/// bounded and unbounded adapters and metrics, so a build that fails only under load fails here.
+/// Each call runs under the policy's own limits (its deadline, memory and fuel), which bound the
+/// whole dry run at three deadlines. `seen` gets each input's name and decision.
+pub fn dry_run(
+    policy: &LoadedPolicy,
+    params: &str,
+    last: Option<(&Snapshot, &[u8])>,
+    mut seen: impl FnMut(&str, &Decision),
+) -> Result<(), Rejection> {
+    let empty = Snapshot::default();
+    let (snapshot, state) = last.unwrap_or((&empty, &[]));
+    let small = sample::snapshot(sample::Size::Small);
+    let large = sample::snapshot(sample::Size::Large);
+    let inputs = [
+        (if last.is_some() { "last snapshot" } else { "empty snapshot" }, snapshot, state),
+        ("small sample snapshot", &small, &[][..]),
+        ("large sample snapshot", &large, &[][..]),
+    ];
+    for (name, snapshot, state) in inputs {
+        let decision = policy.decide(params, snapshot, state).map_err(|e| {
+            let mut rejection = Rejection::caused_by(Stage::DryRun, e);
+            rejection.error = format!("{} (deciding the {name})", rejection.error);
+            rejection
+        })?;
+        seen(name, &decision);
+    }
+    Ok(())
 }
 
 /// Params are a JSON object; the error says so, with an example.

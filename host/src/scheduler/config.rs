@@ -16,6 +16,14 @@ pub enum Allocate {
 impl Allocate {
     pub const NAMES: &'static str = "even_load, capability";
 
+    /// The name `allocate=` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Allocate::EvenLoad => "even_load",
+            Allocate::Capability => "capability",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Allocate, String> {
         match s {
             "even_load" => Ok(Allocate::EvenLoad),

@@ -128,7 +128,14 @@ impl Scheduler {
     pub(super) fn remove_worker(&mut self, peer: PeerId, reason: &str) {
         let Some(w) = self.workers.remove(&peer) else { return };
         self.idle.remove(&peer);
-        tracing::info!(peer, identity = %w.identity, group = w.group, "worker gone: {reason}");
+        // A worker leaving a group that is gone or draining is expected (logged with the group); one
+        // leaving a live group is a lost worker, which an operator wants to see.
+        match self.groups.get(&w.group).map(|g| g.phase) {
+            Some(GroupPhase::Starting | GroupPhase::Running) => {
+                tracing::warn!(peer, identity = %w.identity, group = w.group, "worker lost: {reason}")
+            }
+            _ => tracing::debug!(peer, identity = %w.identity, group = w.group, "worker gone: {reason}"),
+        }
         if let Some(g) = self.groups.get_mut(&w.group) {
             g.workers.remove(&peer);
             if w.task.is_some() {
@@ -262,6 +269,7 @@ impl Scheduler {
     pub(super) fn group_lost(&mut self, peer: PeerId, id: GroupId, reason: &str) {
         if self.owned_group(peer, id).is_some() {
             self.counters.groups_lost += 1;
+            tracing::warn!(group = id, "group lost: {reason}");
             self.remove_group(id, &format!("lost ({reason})"));
         }
     }

@@ -23,6 +23,7 @@ mod scaling;
 pub use scaling::readable;
 mod snapshot;
 pub mod status;
+mod stuck;
 mod tasks;
 #[cfg(test)]
 mod tests;
@@ -192,6 +193,8 @@ pub struct Scheduler {
     misses: BTreeMap<String, u32>,
     /// Capability sets no adapter or worker can serve, with the reason (logged once).
     unrunnable: BTreeMap<CapMap, String>,
+    /// Capability sets that an adapter could serve and the policy leaves waiting.
+    stuck: stuck::StuckSets,
 
     // The scaling loop.
     policy_state: Vec<u8>,
@@ -229,6 +232,7 @@ impl Scheduler {
             adapters: BTreeMap::new(),
             misses: BTreeMap::new(),
             unrunnable: BTreeMap::new(),
+            stuck: stuck::StuckSets::default(),
             policy_state: Vec::new(),
             next_seq: 1,
             in_flight: None,

@@ -38,7 +38,7 @@ impl Scheduler {
                 record.commands = decision.commands.iter().map(|c| readable(c, &flight.snapshot)).collect();
                 record.diagnostics = decision.diagnostics.clone();
                 for d in &decision.diagnostics {
-                    tracing::info!(code = %d.code, "policy: {}", d.message);
+                    tracing::debug!(code = %d.code, "policy: {}", d.message);
                 }
                 self.policy_state = decision.state;
                 record.dropped = self.dispatch(&flight.snapshot, decision.commands);
@@ -59,6 +59,7 @@ impl Scheduler {
             duration_us,
             error: record.error.clone(),
         });
+        self.note_stuck_demand();
         self.outputs.push(Output::Record(Box::new(record)));
     }
 

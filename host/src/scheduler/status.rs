@@ -151,7 +151,7 @@ impl Scheduler {
                 done: self.counters.tasks_done,
                 failed: self.counters.tasks_failed,
             },
-            diagnostics: self.unrunnable.values().cloned().collect(),
+            diagnostics: self.unrunnable.values().cloned().chain(self.stuck_diagnostics()).collect(),
             counters: self.counters.clone(),
         }
     }

@@ -178,10 +178,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         (Shadow::spawn(s.policy, s.params, events.clone()), status)
     });
     let history = Arc::new(Mutex::new(History::new(config.history, core_config.clock_origin_unix_ms)));
+    let mut core = Scheduler::new(core_config, 0);
+    core.set_policy_label(&policy_status.label());
     let event_loop = EventLoop {
         history: history.clone(),
         next_sample_ms: 0,
-        core: Scheduler::new(core_config, 0),
+        core,
         origin,
         connections: HashMap::new(),
         policy_jobs,
@@ -194,7 +196,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         waiting_for_shadow: HashMap::new(),
     };
     tokio::spawn(event_loop.run(rx, inputs_rx));
-    tracing::info!(%address, "scheduler listening");
+    tracing::debug!(%address, "scheduler listening");
     Ok(Handle { address, events, swaps, swap_queue, history })
 }
 
@@ -310,14 +312,14 @@ impl EventLoop {
                 let (status, ticket) = *installed;
                 let (outcome, reply) = ticket.conclude(status.source.clone(), Ok((&status.digest, &status.name)));
                 tracing::info!(
-                    "policy {} {} ({}) installed in {:.1} ms",
-                    status.name,
-                    &status.digest[..12],
-                    status.source,
-                    outcome.duration_ms
+                    "swap ({}) done in {:.1} ms: {}",
+                    outcome.trigger,
+                    outcome.duration_ms,
+                    status.changes_from(&self.policy_status)
                 );
                 self.swaps.record(&outcome);
                 self.history().swap(&outcome);
+                self.core.set_policy_label(&status.label());
                 self.policy_status = status;
                 // The new policy decides at once rather than at the next tick.
                 self.core.handle(now, Input::DecideNow);

@@ -41,6 +41,30 @@ impl PolicyStatus {
             fallback_reason: None,
         }
     }
+
+    /// What differs from `old`, for the log line of a swap or reload: the build, the source, the params.
+    pub fn changes_from(&self, old: &PolicyStatus) -> String {
+        let build = |p: &PolicyStatus| format!("{} {} ({}, sha256 {})", p.name, p.version, p.source, &p.digest[..12]);
+        let mut changes = Vec::new();
+        if (&self.digest, &self.source) != (&old.digest, &old.source) {
+            changes.push(format!("{} replaces {}", build(self), build(old)));
+        }
+        if self.params != old.params {
+            changes.push(format!("params {} (were {})", self.params, old.params));
+        }
+        if self.limits != old.limits {
+            changes.push("[scaling.limits] changed".to_owned());
+        }
+        match changes.is_empty() {
+            true => format!("{} stays, with the same params and limits", build(self)),
+            false => changes.join("; "),
+        }
+    }
+
+    /// How logs and diagnostics name it: `the policy vanilla (builtin:vanilla)`.
+    pub fn label(&self) -> String {
+        format!("the policy {} ({})", self.name, self.source)
+    }
 }
 
 /// What became of one swap request (the reply to `POST /policy`).

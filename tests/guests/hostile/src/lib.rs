@@ -1,9 +1,12 @@
 //! A policy that misbehaves on request, for the runtime's containment tests. `{"mode": M}` picks:
 //! `ok` (no commands), `loop` (never returns), `grow` (allocates without end), `trap` (panics),
-//! `trap-when-busy` (panics only while tasks are pending or running, so it passes a swap's dry run),
+//! `trap-when-busy` (panics only while tasks are pending or running: the dry run's sample snapshots
+//! catch it), `trap-when-busy-later` (the same from its second decision on: its first returns a
+//! marker state, and the dry run decides the samples with empty state, so it passes and fails live),
 //! `huge` (ten million commands), `snoop` (reports what it can see of env, args, files and clocks),
 //! `echo` (returns the snapshot it received, as JSON, in its state), `sleep` (sleeps for an hour),
-//! `sleep-when-busy` (sleeps for an hour only while tasks are pending or running), `sleep-in-validate`
+//! `sleep-when-busy-later` (sleeps for an hour while tasks are pending or running, from its second
+//! decision on), `sleep-in-validate`
 //! (sleeps for an hour while its params are validated).
 
 use ebbtide_sdk::{Command, Decision, ParamReader, ParamSpec, Policy, PolicyInfo, Snapshot};
@@ -12,7 +15,7 @@ pub struct Hostile;
 
 const PARAMS: &[ParamSpec] = &[ParamSpec::new(
     "mode",
-    "one of ok, loop, grow, trap, trap-when-busy, huge, snoop, echo, sleep, sleep-when-busy, sleep-in-validate",
+    "one of ok, loop, grow, trap, trap-when-busy, trap-when-busy-later, huge, snoop, echo, sleep, sleep-when-busy-later, sleep-in-validate",
     "\"ok\"",
     "how to misbehave",
 )];
@@ -22,13 +25,16 @@ const MODES: &[&str] = &[
     "grow",
     "trap",
     "trap-when-busy",
+    "trap-when-busy-later",
     "huge",
     "snoop",
     "echo",
     "sleep",
-    "sleep-when-busy",
+    "sleep-when-busy-later",
     "sleep-in-validate",
 ];
+/// The state a `-later` mode returns, so that it knows it has decided before.
+const LATER_MARK: &[u8] = b"armed";
 const AN_HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Policy for Hostile {
@@ -52,9 +58,18 @@ impl Policy for Hostile {
         p.finish(mode)
     }
 
-    fn decide(mode: &String, snapshot: &Snapshot, _state: &[u8]) -> Decision {
+    fn decide(mode: &String, snapshot: &Snapshot, state: &[u8]) -> Decision {
         let mut d = Decision::default();
-        match mode.as_str() {
+        let busy = snapshot.task_groups.iter().any(|t| t.pending + t.running > 0);
+        // The `-later` modes misbehave only once they have decided before, which they mark in state.
+        let (mode, armed) = match mode.strip_suffix("-later") {
+            Some(base) => {
+                d.state = LATER_MARK.to_vec();
+                (base, state == LATER_MARK)
+            }
+            None => (mode.as_str(), true),
+        };
+        match mode {
             "loop" => {
                 let mut x: u64 = 0;
                 loop {
@@ -69,17 +84,9 @@ impl Policy for Hostile {
                 }
             }
             "trap" => panic!("hostile guest panics on purpose"),
-            "trap-when-busy" => {
-                if snapshot.task_groups.iter().any(|t| t.pending + t.running > 0) {
-                    panic!("hostile guest panics on purpose while there is work");
-                }
-            }
+            "trap-when-busy" if busy && armed => panic!("hostile guest panics on purpose while there is work"),
             "sleep" => std::thread::sleep(AN_HOUR),
-            "sleep-when-busy" => {
-                if snapshot.task_groups.iter().any(|t| t.pending + t.running > 0) {
-                    std::thread::sleep(AN_HOUR);
-                }
-            }
+            "sleep-when-busy" if busy && armed => std::thread::sleep(AN_HOUR),
             "huge" => d.commands = (0..10_000_000u64).map(Command::Shutdown).collect(),
             "snoop" => {
                 let file = std::fs::read_to_string("/etc/passwd")
