@@ -299,6 +299,61 @@ fn replay_reproduces_a_run_and_compares_another_policy() {
     assert!(output.contains(&format!("starts: +0 added, -{starts} removed")), "{output}");
 }
 
+/// A log that spans two builds at one path, with only the newer build on disk: `replay` replays
+/// each line with the build that made it, reports and skips the lines of the missing build and
+/// exits 1; given the old build with `--build`, every line is replayed and equal.
+#[test]
+fn replay_uses_the_build_that_made_each_line() {
+    let dir = common::temp_dir("replay-builds");
+    let log = dir.join("decisions.jsonl");
+    let policy = dir.join("policy.wasm");
+    let (old, new) = (common::tagged(&builtin_bytes("vanilla"), "one"), common::tagged(&builtin_bytes("vanilla"), "two"));
+    std::fs::write(&policy, &old).unwrap();
+    let tables = format!("[scaling.params]\nupper_task_ratio = 2\n\n{NATIVE_ADAPTER}");
+    let config = config("scaling=policy.wasm", 50, Some(&log), &tables);
+    let (_up, address, admin) = up(&dir, "up", &config);
+    let summary = submit(&address, &["--function", "sleep", "--payload", "100", "--count", "8"]);
+    assert_eq!(summary["done"], 8, "{summary}");
+    replace_file(&policy, &new, true);
+    wait_for("the new build to be swapped in", Duration::from_secs(20), || {
+        status(&admin)["policy"]["digest"] == component::digest(&new).as_str()
+    });
+    let summary = submit(&address, &["--function", "sleep", "--payload", "100", "--count", "8"]);
+    assert_eq!(summary["done"], 8, "{summary}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let copy = dir.join("replayed.jsonl");
+    std::fs::write(&copy, &text[..text.rfind('\n').map_or(0, |i| i + 1)]).unwrap();
+    let recorded = decisions(&copy);
+    let old_digest = component::digest(&old);
+    let old_seqs: Vec<u64> =
+        recorded.iter().filter(|d| d["policy_digest"] == old_digest.as_str()).map(|d| d["seq"].as_u64().unwrap()).collect();
+    assert!(!old_seqs.is_empty() && old_seqs.len() < recorded.len(), "the log spans both builds");
+
+    let replay = |extra: &[&str]| {
+        let out = Command::new(binary()).arg("replay").arg(&copy).args(extra).current_dir(&dir).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, output) = replay(&[]);
+    assert_eq!(code, Some(1), "a skipped line fails the determinism check: {output}");
+    let first = old_seqs[0];
+    let last = old_seqs[old_seqs.len() - 1];
+    assert_eq!(last - first + 1, old_seqs.len() as u64, "the old build's lines are one run");
+    assert!(output.contains(&format!("seq {first} (")) && output.contains("SKIPPED"), "{output}");
+    assert!(
+        output.contains(&format!("skipped {} decisions whose build is not available: seq {first}-{last}", old_seqs.len())),
+        "{output}"
+    );
+    let newer = recorded.len() - old_seqs.len();
+    assert!(output.contains(&format!("replayed {newer} decisions: {newer} equal, 0 differ")), "{output}");
+
+    let old_file = dir.join("old.wasm");
+    std::fs::write(&old_file, &old).unwrap();
+    let (code, output) = replay(&["--build", old_file.to_str().unwrap()]);
+    let n = recorded.len();
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains(&format!("replayed {n} decisions: {n} equal, 0 differ")), "{output}");
+}
+
 /// Shadow mode: a candidate decides beside the active policy; its commands are compared, logged and
 /// never run, and a failing shadow changes nothing for the active policy.
 #[test]

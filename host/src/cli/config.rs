@@ -115,7 +115,10 @@ pub struct PolicyContent {
     pub scaling: PolicySource,
 }
 
-pub const DEFAULT_POLICY_CONTENT: &str = "allocate=capability; scaling=vanilla";
+/// The default pairing: tasks go only to workers with the capabilities they require, so scaling must
+/// start groups with those capabilities too. `capability` does, per capability set; `vanilla` starts
+/// groups without capabilities, so a task that requires one would wait forever under it.
+pub const DEFAULT_POLICY_CONTENT: &str = "allocate=capability; scaling=capability";
 
 impl PolicyContent {
     /// Relative `.wasm` paths are taken relative to `base` (the configuration's folder) when given.

@@ -14,6 +14,8 @@ const CONFIG: &str = r#"
 [scheduler]
 address = "tcp://127.0.0.1:0"
 admin_address = "127.0.0.1:0"
+# vanilla, not the default capability: the burst requires no capabilities, and vanilla's
+# max_shutdowns_per_tick takes the fleet back to zero in one decision.
 policy_content = "allocate=capability; scaling=vanilla"
 tick_ms = 250
 

@@ -77,10 +77,16 @@ ebbtide scheduler --config ebbtide.toml --policy-content 'allocate=capability; s
     Worker(peers::WorkerArgs),
     /// Send tasks to a scheduler and, with --wait, report how they went.
     Submit(peers::SubmitArgs),
-    /// Re-run every decision of a decision log: with the policy that made it, a determinism check
-    /// (exit 1 on any difference); with --policy, how a candidate would have decided instead.
+    /// Re-run every decision of a decision log: with the build that made each one, a determinism
+    /// check; with --policy or --params, how a candidate would have decided instead.
     #[command(
-        after_help = "Examples:\n  ebbtide replay decisions.jsonl\n  ebbtide replay decisions.jsonl --policy ./candidate.wasm --params '{\"target\": 4}'\n\nThe last lines sum up: `replayed N decisions: E equal, D differ`, then the starts and shutdowns\nadded and removed."
+        after_help = "Examples:\n  ebbtide replay decisions.jsonl\n  ebbtide replay decisions.jsonl --build old/my_policy.wasm\n  ebbtide replay decisions.jsonl --policy ./candidate.wasm --params '{\"target\": 4}'\n\n\
+Each line is replayed with the build that made it, found by sha256: at the source the line names, or\n\
+among the --build files. A line whose build is not available is reported (SKIPPED) and not replayed.\n\
+The last lines sum up: `replayed N decisions: E equal, D differ`, the starts and shutdowns added and\n\
+removed, and the skipped lines.\n\n\
+Exit status: 0 when every line was replayed and equal (or, with --policy or --params, when the\n\
+comparison ran); 1 when a line differed or was skipped, or the log cannot be read."
     )]
     Replay(replay::ReplayArgs),
     /// Try policies against a workload on a virtual clock: the scheduler's own core and policy

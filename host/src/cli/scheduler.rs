@@ -24,7 +24,7 @@ pub struct SchedulerArgs {
     /// TOML configuration (see examples/native.toml); flags and variables override it.
     #[arg(long, env = "EBBTIDE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// `allocate=even_load|capability; scaling=BUILTIN|PATH.wasm` [default: allocate=capability; scaling=vanilla].
+    /// `allocate=even_load|capability; scaling=BUILTIN|PATH.wasm` [default: allocate=capability; scaling=capability].
     #[arg(long, env = "EBBTIDE_POLICY_CONTENT")]
     pub policy_content: Option<String>,
     /// Admin HTTP address (HOST:PORT) for /status and /metrics; off unless given.
