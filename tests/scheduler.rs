@@ -308,3 +308,38 @@ fn the_fallback_decides_with_its_own_params_and_failures_are_counted_by_kind() {
         assert!(metrics.contains(&format!("ebbtide_commands_dropped_total{{reason=\"{reason}\"}}")), "{metrics}");
     }
 }
+
+/// Voluntary context switches of each thread of a process: how often each went to sleep and was woken.
+fn wakeups(pid: i32) -> std::collections::HashMap<String, u64> {
+    let mut by_thread = std::collections::HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        let count = status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"));
+        if let Some(count) = count {
+            by_thread.insert(task.file_name().to_string_lossy().into_owned(), count.trim().parse().unwrap());
+        }
+    }
+    by_thread
+}
+
+/// No timer fires in an idle scheduler: after a worker and a client came and left, its threads are
+/// not woken over three seconds (before: an epoch ticker 500 times a second, housekeeping 4 times).
+#[test]
+fn an_idle_scheduler_is_never_woken() {
+    let dir = common::temp_dir("idle-never-woken");
+    let (scheduler, address, admin) = common::cluster::scheduler(&dir, "scheduler", &["--tick-ms", "100"]);
+    {
+        let _worker = Proc::start(&dir, "worker", &["worker", &address]);
+        wait_for("a worker", Duration::from_secs(10), || status(&admin)["workers"] == 1);
+        let summary = submit(&address, &["--function", "echo", "--count", "20"]);
+        assert_eq!(summary["done"], 20, "{summary}");
+    }
+    wait_for("the worker gone", Duration::from_secs(10), || status(&admin)["workers"] == 0);
+    // The history takes one more sample showing the idle state, a second later.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = wakeups(scheduler.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let after = wakeups(scheduler.pid());
+    let woken: u64 = after.iter().map(|(tid, n)| n - before.get(tid).copied().unwrap_or(*n)).sum();
+    assert!(woken <= 3, "the idle scheduler's threads were woken {woken} times in 3 s: {before:?} -> {after:?}");
+}

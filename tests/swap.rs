@@ -124,8 +124,11 @@ fn candidates_are_rejected_at_the_failing_stage() {
         "scheduler",
         &["scheduler", "tcp://127.0.0.1:0", "--admin", "127.0.0.1:0", "--tick-ms", "20"],
     );
-    let (_, admin) = scheduler.listening();
+    let (address, admin) = scheduler.listening();
     let admin = admin.unwrap();
+    // A worker, so that the tick runs (an empty scheduler sets no timer and does not decide).
+    let _worker = Proc::start(&dir, "worker", &["worker", &address]);
+    wait_for("a worker", Duration::from_secs(10), || status(&admin)["workers"] == 1);
     let active = status(&admin)["policy"]["digest"].as_str().unwrap().to_owned();
 
     let garbage = dir.join("garbage.wasm");

@@ -14,7 +14,7 @@ use wasmtime::{Store, Trap};
 use super::PolicyError;
 use super::bindings::{ScalingPolicy, decision_from_wit, info_from_wit, snapshot_to_wit, w};
 use super::component::LoadedPolicy;
-use super::engine::{EPOCH_TICK, engine};
+use super::engine::{EPOCH_TICK, engine, ticking};
 use super::lowering::WireSnapshot;
 use super::sandbox::StoreState;
 
@@ -40,7 +40,10 @@ impl LoadedPolicy {
         let mut store = Store::new(engine(), StoreState::new(self.label.clone(), self.limits.memory_mib));
         store.limiter(|s| &mut s.limiter);
         self.arm(&mut store);
-        match self.prepare(&mut store) {
+        let ticking = ticking();
+        let prepared = self.prepare(&mut store);
+        drop(ticking);
+        match prepared {
             Ok((bindings, decide)) => Ok(Instance { store, bindings, decide }),
             Err(e) => Err(self.classify("instantiation", &mut store, e)),
         }
@@ -102,7 +105,9 @@ impl LoadedPolicy {
         f: impl FnOnce(&ScalingPolicy, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
         self.arm(&mut instance.store);
+        let ticking = ticking();
         let result = f(&instance.bindings, &mut instance.store);
+        drop(ticking);
         match result {
             Ok(r) => {
                 self.drain_output(&mut instance.store);

@@ -4,14 +4,14 @@
 //! and the pooling allocator reserves its address space up front, so sharing one engine keeps both
 //! the cache and the reservation single. Every default below states its trade-off.
 
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
-/// How often the epoch advances. A call's deadline is a whole number of ticks, so this is the
-/// granularity of timeouts: 2 ms keeps a 100 ms deadline within 2% while the ticker thread wakes
-/// 500 times a second, which costs nothing measurable.
+/// How often the epoch advances while a call runs. A call's deadline is a whole number of ticks, so
+/// this is the granularity of timeouts: 2 ms keeps a 100 ms deadline within 2%. The ticker thread
+/// only wakes while some call is in flight (see [`ticking`]); otherwise it sleeps until one starts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// The largest linear memory any policy may be configured to use. Per-policy caps
@@ -71,16 +71,55 @@ fn pooling() -> PoolingAllocationConfig {
     pool
 }
 
-/// Advances the epoch every [`EPOCH_TICK`] until the engine is dropped (never, for the static one).
+/// Calls in flight, which the epoch ticker serves; it parks while there are none.
+struct Ticker {
+    calls: Mutex<usize>,
+    started: Condvar,
+}
+
+static TICKER: Ticker = Ticker { calls: Mutex::new(0), started: Condvar::new() };
+
+impl Ticker {
+    fn calls(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Held while guest code runs: the epoch advances (and so the call's deadline can pass) only while
+/// at least one of these is alive. Take it after arming the deadline and drop it after the call.
+#[must_use = "the epoch only advances while the guard is held"]
+pub struct Ticking(());
+
+/// Starts (or keeps) the epoch ticking for one call.
+pub fn ticking() -> Ticking {
+    let mut calls = TICKER.calls();
+    *calls += 1;
+    if *calls == 1 {
+        TICKER.started.notify_all();
+    }
+    Ticking(())
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        *TICKER.calls() -= 1;
+    }
+}
+
+/// Advances the epoch every [`EPOCH_TICK`] while a call is in flight, until the engine is dropped
+/// (never, for the static one). With no call in flight it waits on a condition variable: an idle
+/// scheduler has no timer firing. A call's deadline is armed relative to the current epoch, and
+/// the first tick after a wait comes a full [`EPOCH_TICK`] later, so no deadline passes early.
 fn start_epoch_ticker(engine: &Engine) {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("ebbtide-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
+            loop {
+                drop(TICKER.started.wait_while(TICKER.calls(), |calls| *calls == 0).unwrap_or_else(|e| e.into_inner()));
                 std::thread::sleep(EPOCH_TICK);
+                let Some(engine) = weak.upgrade() else { return };
+                engine.increment_epoch();
             }
         })
         .expect("spawning the epoch ticker thread");

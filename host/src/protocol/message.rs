@@ -2,11 +2,23 @@
 //!
 //! This is the only module that touches the generated code: everything else speaks [`Message`].
 
-use capnp::message::{Builder, ReaderOptions};
+use std::cell::RefCell;
+
+use capnp::message::{Builder, ReaderOptions, ScratchSpaceHeapAllocator};
 use ebbtide_sdk::CapMap;
 
 use super::ProtocolError;
 use super::ebbtide_capnp as wire;
+
+/// The first segment of the messages a thread encodes: 64 words hold a task, a result or a
+/// heartbeat; a larger message continues in heap segments. Capnp needs it zeroed and 8-byte aligned;
+/// zeroing 512 bytes is cheaper than allocating and zeroing a segment per message.
+#[repr(align(8))]
+struct Scratch([u8; 512]);
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch([0; 512])) };
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -124,9 +136,19 @@ impl Message {
 
     /// One frame, ready to write.
     pub fn encode(&self) -> Vec<u8> {
-        let mut builder = Builder::new_default();
-        encode_into(self, builder.init_root());
-        capnp::serialize::write_message_to_words(&builder)
+        let mut frame = Vec::new();
+        self.encode_into(&mut frame);
+        frame
+    }
+
+    /// Appends one frame to `out`. Small messages are built in a per-thread scratch segment, so
+    /// encoding allocates nothing beyond `out`'s own growth.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut builder = Builder::new(ScratchSpaceHeapAllocator::new(&mut scratch.0));
+            build(self, builder.init_root());
+            capnp::serialize::write_message(out, &builder).expect("writing to a Vec cannot fail");
+        })
     }
 
     /// Decodes one frame as read by [`read_frame`](super::framing::read_frame).
@@ -152,7 +174,7 @@ fn caps_len(caps: &CapMap) -> u32 {
     caps.len() as u32
 }
 
-fn encode_into(message: &Message, mut root: wire::message::Builder<'_>) {
+fn build(message: &Message, mut root: wire::message::Builder<'_>) {
     match message {
         Message::Hello(h) => {
             let mut b = root.init_hello();

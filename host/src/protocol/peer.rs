@@ -1,59 +1,85 @@
 //! Connections: a writer task per connection that batches frames, and the peer side of the hello.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
-use super::framing::{FrameLimits, read_frame, write_frames};
+use super::framing::{FrameLimits, read_frame_into, write_frames};
 use super::{Address, Hello, Message, PROTOCOL_VERSION, Role};
 
-enum Outgoing {
-    Frames(Vec<u8>),
-    Close,
-}
-
-/// The sending side of a connection. Cheap to clone; sends never block (frames are queued for the
-/// writer task, which writes everything queued in one go). What is queued is bounded: a peer that
-/// does not read cannot make us hold more than `max_queued` bytes for it.
+/// The sending side of a connection. Cheap to clone; sends never block: a message is encoded
+/// straight into the connection's pending bytes, and the writer task writes everything pending in
+/// one write when it next runs (so the frames of one wake-up leave in one system call, and no frame
+/// is allocated on its own). What is pending is bounded: a peer that does not read cannot make us
+/// hold more than `max_queued` bytes for it.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Outgoing>,
-    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Told when pending goes from empty to not, on close and on overflow.
+    ready: Notify,
     max_queued: usize,
-    overflowed: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Pending {
+    frames: Vec<u8>,
+    /// Bytes the writer took and has not finished writing: they count against `max_queued` too.
+    writing: usize,
+    closing: bool,
+    overflowed: bool,
+    /// The writer ended: nothing more will be written.
+    gone: bool,
+}
+
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Outbox {
-    /// Queues a message; false when the connection is gone or its queue is full (it is then closed).
+    /// Queues a message; false when the connection is gone or closing, or its queue is full (it is
+    /// then closed).
     pub fn send(&self, message: &Message) -> bool {
-        self.queue(message.encode())
+        self.send_all(std::iter::once(message))
     }
 
-    /// Queues several messages as one write.
+    /// Queues several messages.
     pub fn send_all<'a>(&self, messages: impl IntoIterator<Item = &'a Message>) -> bool {
-        self.queue(messages.into_iter().flat_map(|m| m.encode()).collect())
-    }
-
-    fn queue(&self, frames: Vec<u8>) -> bool {
-        let len = frames.len();
-        if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max_queued {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            self.overflowed.store(true, Ordering::Relaxed);
-            self.close();
+        let mut pending = self.shared.pending();
+        if pending.gone || pending.closing || pending.overflowed {
             return false;
         }
-        self.tx.send(Outgoing::Frames(frames)).is_ok()
+        let start = pending.frames.len();
+        for message in messages {
+            message.encode_into(&mut pending.frames);
+        }
+        let fits = pending.frames.len() + pending.writing <= self.shared.max_queued;
+        if !fits {
+            pending.frames.truncate(start);
+            pending.overflowed = true;
+        }
+        let wake = start == 0 || !fits;
+        drop(pending);
+        if wake {
+            self.shared.ready.notify_one();
+        }
+        fits
     }
 
     /// Writes what is queued, then closes the sending half.
     pub fn close(&self) {
-        let _ = self.tx.send(Outgoing::Close);
+        self.shared.pending().closing = true;
+        self.shared.ready.notify_one();
     }
 }
 
@@ -70,54 +96,62 @@ impl WriterLimits {
     pub const TRUSTING: WriterLimits = WriterLimits { max_queued: usize::MAX, write_timeout: None };
 }
 
+/// What a writer keeps of its buffers' capacity between bursts (a burst of a million tasks must not
+/// pin its memory for the rest of the connection).
+const KEPT_CAPACITY: usize = 256 << 10;
+
 /// Starts the writer task of a connection. The task ends with `Err(reason)` when the peer stopped
 /// reading (a write timed out, or its queue overflowed) or the connection broke.
 pub fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(
     mut writer: W,
     limits: WriterLimits,
 ) -> (Outbox, tokio::task::JoinHandle<Result<(), String>>) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
-    let overflowed = Arc::new(AtomicBool::new(false));
-    let outbox = Outbox { tx, queued: queued.clone(), max_queued: limits.max_queued, overflowed: overflowed.clone() };
+    let shared = Arc::new(Shared { pending: Mutex::default(), ready: Notify::new(), max_queued: limits.max_queued });
+    let outbox = Outbox { shared: shared.clone() };
     let task = tokio::spawn(async move {
+        // Swapped with the pending bytes at each wake-up, so neither side allocates once both are warm.
         let mut batch = Vec::new();
-        while let Some(first) = rx.recv().await {
-            let mut closing = false;
-            for item in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-                match item {
-                    Outgoing::Frames(frames) => batch.extend_from_slice(&frames),
-                    Outgoing::Close => {
-                        closing = true;
-                        break;
-                    }
+        let ended = loop {
+            shared.ready.notified().await;
+            let closing = {
+                let mut pending = shared.pending();
+                if pending.overflowed {
+                    break Err(format!(
+                        "the peer reads too slowly: more than {} bytes queued for it (max_outbox_bytes)",
+                        limits.max_queued
+                    ));
                 }
-            }
-            if overflowed.load(Ordering::Relaxed) {
-                return Err(format!(
-                    "the peer reads too slowly: more than {} bytes queued for it (max_outbox_bytes)",
-                    limits.max_queued
-                ));
-            }
-            let write = write_frames(&mut writer, &batch);
-            let written = match limits.write_timeout {
-                Some(limit) => tokio::time::timeout(limit, write).await.unwrap_or_else(|_| {
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("the peer read nothing for {} ms (write_timeout_ms)", limit.as_millis()),
-                    ))
-                }),
-                None => write.await,
+                std::mem::swap(&mut pending.frames, &mut batch);
+                pending.writing = batch.len();
+                pending.closing
             };
-            written.map_err(|e| format!("writing failed: {e}"))?;
-            queued.fetch_sub(batch.len(), Ordering::Relaxed);
-            batch.clear();
+            if !batch.is_empty() {
+                let write = write_frames(&mut writer, &batch);
+                let written = match limits.write_timeout {
+                    Some(limit) => tokio::time::timeout(limit, write).await.unwrap_or_else(|_| {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("the peer read nothing for {} ms (write_timeout_ms)", limit.as_millis()),
+                        ))
+                    }),
+                    None => write.await,
+                };
+                if let Err(e) = written {
+                    break Err(format!("writing failed: {e}"));
+                }
+                batch.clear();
+                batch.shrink_to(KEPT_CAPACITY);
+                shared.pending().writing = 0;
+            }
             if closing {
                 let _ = writer.shutdown().await;
-                break;
+                break Ok(());
             }
-        }
-        Ok(())
+        };
+        let mut pending = shared.pending();
+        pending.gone = true;
+        pending.frames = Vec::new();
+        ended
     });
     (outbox, task)
 }
@@ -126,6 +160,8 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(
 pub struct Connection {
     pub peer_id: u64,
     reader: BufReader<OwnedReadHalf>,
+    /// The last frame read, its buffer reused for the next.
+    frame: Vec<u8>,
     pub outbox: Outbox,
     writer: tokio::task::JoinHandle<Result<(), String>>,
 }
@@ -140,7 +176,7 @@ impl Connection {
         let (read, write) = stream.into_split();
         let (outbox, writer) = spawn_writer(write, WriterLimits::TRUSTING);
         let reader = BufReader::with_capacity(64 * 1024, read);
-        let mut connection = Connection { peer_id: 0, reader, outbox, writer };
+        let mut connection = Connection { peer_id: 0, reader, frame: Vec::new(), outbox, writer };
         connection.outbox.send(&Message::Hello(Hello {
             role,
             protocol_version: PROTOCOL_VERSION,
@@ -158,9 +194,9 @@ impl Connection {
 
     /// The next message, or `None` when the scheduler closed the connection.
     pub async fn recv(&mut self) -> anyhow::Result<Option<Message>> {
-        match read_frame(&mut self.reader, FrameLimits::TRUSTING).await? {
-            Some(frame) => Ok(Some(Message::decode(&frame)?)),
-            None => Ok(None),
+        match read_frame_into(&mut self.reader, FrameLimits::TRUSTING, &mut self.frame).await? {
+            true => Ok(Some(Message::decode(&self.frame)?)),
+            false => Ok(None),
         }
     }
 

@@ -275,7 +275,7 @@ impl Scheduler {
     /// Advances the clock: fires due triggers, times out starts and silent peers.
     pub fn poll(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
-        if self.now_ms >= self.last_housekeeping_ms + HOUSEKEEPING_MS {
+        if !self.idle() && self.now_ms >= self.last_housekeeping_ms + HOUSEKEEPING_MS {
             self.last_housekeeping_ms = self.now_ms;
             self.expire_starts();
             self.expire_silent_peers();
@@ -283,9 +283,11 @@ impl Scheduler {
         self.fire_triggers();
     }
 
-    /// When [`Scheduler::poll`] next has something to do.
+    /// When [`Scheduler::poll`] next has something to do; `u64::MAX` when nothing is due until an
+    /// input arrives (see [`Scheduler::idle`]).
     pub fn next_deadline_ms(&self) -> u64 {
-        let mut due = (self.last_housekeeping_ms + HOUSEKEEPING_MS).min(self.next_tick_ms);
+        let mut due =
+            if self.idle() { u64::MAX } else { (self.last_housekeeping_ms + HOUSEKEEPING_MS).min(self.next_tick_ms) };
         if self.in_flight.is_none() {
             if let Some(since) = self.pressure_since_ms {
                 due = due.min(since + self.config.pressure_delay_ms);
@@ -295,6 +297,15 @@ impl Scheduler {
             }
         }
         due
+    }
+
+    /// Nothing can change until an input arrives: no adapter, no group (so no worker) and no task.
+    /// The tick and housekeeping then pause: a decision could neither start a group (no adapter to
+    /// ask) nor stop one (there is none), no heartbeat or start can time out, and a decision in
+    /// flight or owed still runs. The first input that changes this is served at once (a joining
+    /// adapter or worker is a membership change; a task's tick is already due), then every `tick_ms`.
+    pub fn idle(&self) -> bool {
+        self.adapters.is_empty() && self.groups.is_empty() && self.workers.is_empty() && self.tasks.is_empty()
     }
 
     pub fn take_outputs(&mut self) -> Vec<Output> {
@@ -369,5 +380,5 @@ fn due_trigger(s: &Scheduler) -> Option<Trigger> {
     if s.membership_owed {
         return Some(Trigger::Membership);
     }
-    (s.now_ms >= s.next_tick_ms).then_some(Trigger::Tick)
+    (!s.idle() && s.now_ms >= s.next_tick_ms).then_some(Trigger::Tick)
 }

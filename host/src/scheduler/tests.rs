@@ -400,12 +400,30 @@ fn h7_gauges_are_bounded_per_worker() {
 fn trigger_tick_decides_every_tick_ms() {
     let mut h = Harness::new(CoreConfig { tick_ms: 1_000, ..config() });
     h.at(0);
+    h.adapter("A", 0, 1, None);
     settle(&mut h);
     h.at(999);
     assert!(h.decision().is_none(), "no decision before the tick");
     h.at(1_000);
     let (_, s) = h.decision().expect("a decision at the tick");
     assert_eq!((s.trigger, s.now_ms), (Trigger::Tick, 1_000));
+}
+
+#[test]
+fn an_empty_scheduler_sets_no_timer_and_ticks_again_once_something_arrives() {
+    let mut h = Harness::new(CoreConfig { tick_ms: 1_000, ..config() });
+    h.at(0);
+    settle(&mut h);
+    assert!(h.core.idle());
+    assert_eq!(h.core.next_deadline_ms(), u64::MAX, "nothing can change until an input arrives");
+    h.at(10_000);
+    assert!(h.decision().is_none(), "no tick while empty");
+    let client = h.client();
+    h.submit(client, 1, CapMap::new());
+    assert!(!h.core.idle());
+    assert!(h.core.next_deadline_ms() <= 10_000 + 250, "a held task brings the timers back");
+    let (_, s) = h.decision().expect("the overdue tick decides at once");
+    assert_eq!(s.trigger, Trigger::Tick);
 }
 
 #[test]

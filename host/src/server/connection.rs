@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Event;
-use crate::protocol::framing::{FrameLimits, read_frame};
+use crate::protocol::framing::{FrameLimits, read_frame_into};
 use crate::protocol::peer::{WriterLimits, spawn_writer};
 use crate::protocol::{Message, ProtocolError};
 use crate::scheduler::{Input, Limits, PeerId};
@@ -128,16 +128,17 @@ async fn read_loop(
         stall: Some(Duration::from_millis(limits.frame_timeout_ms)),
     };
     let mut first = true;
+    let mut frame = Vec::new();
     let reason = loop {
-        let frame = if first {
-            match tokio::time::timeout(hello_timeout, read_frame(&mut reader, hello_limits)).await {
-                Ok(frame) => frame,
+        let read = if first {
+            match tokio::time::timeout(hello_timeout, read_frame_into(&mut reader, hello_limits, &mut frame)).await {
+                Ok(read) => read,
                 Err(_) => break format!("no hello within {} ms (hello_timeout_ms)", limits.hello_timeout_ms),
             }
         } else {
-            read_frame(&mut reader, frame_limits).await
+            read_frame_into(&mut reader, frame_limits, &mut frame).await
         };
-        let message = match frame.and_then(|f| f.map(|f| Message::decode(&f)).transpose()) {
+        let message = match read.and_then(|more| more.then(|| Message::decode(&frame)).transpose()) {
             Ok(Some(message)) => message,
             Ok(None) => break "closed by the peer".to_owned(),
             Err(ProtocolError::Io(e)) => break format!("connection error: {e}"),

@@ -141,6 +141,17 @@ impl Handle {
     }
 }
 
+/// Gives the heap that compiling a policy freed back to the system. Cranelift allocates tens of
+/// megabytes on the compiling thread; glibc keeps what is freed in that thread's arena, where an idle
+/// scheduler would hold it for good.
+pub fn return_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Binds the address and starts the scheduler on the current tokio runtime.
 pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
     let listener = TcpListener::bind(config.address.socket())
@@ -183,6 +194,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
     let event_loop = EventLoop {
         history: history.clone(),
         next_sample_ms: 0,
+        sampled_idle: false,
         core,
         origin,
         connections: HashMap::new(),
@@ -196,6 +208,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         waiting_for_shadow: HashMap::new(),
     };
     tokio::spawn(event_loop.run(rx, inputs_rx));
+    return_freed_heap();
     tracing::debug!(%address, "scheduler listening");
     Ok(Handle { address, events, swaps, swap_queue, history })
 }
@@ -226,6 +239,8 @@ struct EventLoop {
     /// The dashboard's history, shared with the admin endpoints.
     history: Arc<Mutex<History>>,
     next_sample_ms: u64,
+    /// The latest sample was taken while the core was idle.
+    sampled_idle: bool,
 }
 
 impl EventLoop {
@@ -237,14 +252,22 @@ impl EventLoop {
     /// peer waits on TCP rather than growing a queue here).
     async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>, mut inputs: mpsc::Receiver<Event>) {
         loop {
-            let wake = self.origin + Duration::from_millis(self.core.next_deadline_ms());
+            // No timer at all when nothing is due: an idle scheduler sleeps until something arrives.
+            let due = self.core.next_deadline_ms().min(self.next_sample_due_ms());
+            let wake = (due != u64::MAX).then(|| self.origin + Duration::from_millis(due));
+            let timer = async {
+                match wake {
+                    Some(wake) => tokio::time::sleep_until(wake.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { break };
                     self.on_event(event);
                 }
                 Some(event) = inputs.recv() => self.on_event(event),
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = timer => {}
             }
             // Take everything already queued before deciding anything: a burst that arrives together
             // is seen together. Bounded, so a flood cannot starve the clock.
@@ -264,13 +287,20 @@ impl EventLoop {
         self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A history sample about every second (the loop wakes at least every housekeeping interval).
+    /// When the next history sample is due: about every second, except while the core is idle and
+    /// a sample already shows it so (nothing changes until an input wakes the loop, which samples).
+    fn next_sample_due_ms(&self) -> u64 {
+        if self.core.idle() && self.sampled_idle { u64::MAX } else { self.next_sample_ms }
+    }
+
+    /// A history sample about every second while anything can change.
     fn maybe_sample(&mut self) {
         let now = self.now_ms();
         if now < self.next_sample_ms {
             return;
         }
         self.next_sample_ms = now + history::SAMPLE_INTERVAL_MS;
+        self.sampled_idle = self.core.idle();
         let (status, fleet) = (self.core.status(), self.core.observe_fleet());
         let unix_ms = self.core.config().clock_origin_unix_ms + now;
         self.history().sample(unix_ms, &status, fleet);
@@ -321,6 +351,7 @@ impl EventLoop {
                 self.history().swap(&outcome);
                 self.core.set_policy_label(&status.label());
                 self.policy_status = status;
+                return_freed_heap();
                 // The new policy decides at once rather than at the next tick.
                 self.core.handle(now, Input::DecideNow);
                 reply.map(|r| r.send(outcome));
