@@ -1,12 +1,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use ebbtide::cli::{self, Cli, LogFormat, Outcome};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_or_exit();
     let filter = EnvFilter::try_new(cli.log_filter()).unwrap_or_else(|e| {
         eprintln!("warning: --log {:?} is not a valid filter ({e}); using \"warn\"", cli.log_filter());
         EnvFilter::new("warn")

@@ -119,7 +119,14 @@ impl ParamReader {
 
     fn reject(&mut self, name: &str, got: &Value) {
         let kind = self.spec(name).kind;
-        self.errors.push(format!("{name}: expected {kind}, got {got}"));
+        let origin = self.origin(name);
+        self.errors.push(format!("{name}: expected {kind}, got {got}{origin}"));
+    }
+
+    /// Said after a value that was not given: a default that fails (against another param, say)
+    /// must not read as if the caller had written it.
+    pub fn origin(&self, name: &str) -> &'static str {
+        if self.is_given(name) { "" } else { " (the policy's default)" }
     }
 
     /// Records an error about a param, for checks that span several params.
@@ -214,8 +221,10 @@ impl ParamReader {
         let upper = self.number("upper_task_ratio", |v| v > 0.0);
         let lower = self.number("lower_task_ratio", |v| v > 0.0);
         if lower > upper && upper > 0.0 {
+            let (upper_origin, lower_origin) = (self.origin("upper_task_ratio"), self.origin("lower_task_ratio"));
             self.error(format!(
-                "lower_task_ratio: expected a number > 0 and <= upper_task_ratio ({upper}), got {lower}"
+                "lower_task_ratio: expected a number > 0 and <= upper_task_ratio ({upper}{upper_origin}), got \
+                 {lower}{lower_origin}"
             ));
         }
         (upper, lower)

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
@@ -37,9 +36,10 @@ pub async fn serve(
     token: Option<String>,
     limits: &Limits,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen for admin HTTP on {address}"))?;
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        let setting = "`admin_address` (--admin, EBBTIDE_ADMIN_ADDRESS, or [scheduler] admin_address)";
+        anyhow::anyhow!("cannot listen for admin HTTP on {address}: {}", crate::protocol::bind_error(&e, setting))
+    })?;
     let bound = listener.local_addr()?;
     let state = AdminState { scheduler, token, limits: Arc::new(limits.clone()) };
     // The body is read by the handler, under admin_body_timeout_ms and max_policy_bytes.

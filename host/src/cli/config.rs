@@ -76,7 +76,8 @@ impl FileConfig {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
-        let config: FileConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config: FileConfig =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", types_in_words(&e.to_string())))?;
         for (i, a) in config.adapter.iter().enumerate() {
             match a.kind.as_str() {
                 "native" if a.slurm.is_some() => {
@@ -106,6 +107,37 @@ impl FileConfig {
         }
         Ok(config)
     }
+}
+
+/// A deserializer's message with Rust's type names said in words: "expected u64" reads "expected a
+/// whole number >= 0". Readers of a configuration error need not know Rust.
+pub fn types_in_words(message: &str) -> String {
+    const WORDS: [(&[&str], &str); 6] = [
+        (&["u8", "u16", "u32", "u64", "u128", "usize"], "a whole number >= 0"),
+        (&["i8", "i16", "i32", "i64", "i128", "isize"], "a whole number"),
+        (&["f32", "f64"], "a number"),
+        (&["a boolean"], "true or false"),
+        (&["a sequence"], "a list"),
+        (&["a map"], "a table"),
+    ];
+    let mut out = message.to_owned();
+    for (names, words) in WORDS {
+        for name in names {
+            let pattern = format!("expected {name}");
+            let mut from = 0;
+            while let Some(at) = out[from..].find(&pattern).map(|i| i + from) {
+                let end = at + pattern.len();
+                // Whole words only: `u8` must not match the start of `u8x`, say.
+                if out[end..].chars().next().is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    from = end;
+                    continue;
+                }
+                out.replace_range(at..end, &format!("expected {words}"));
+                from = at + "expected ".len() + words.len();
+            }
+        }
+    }
+    out
 }
 
 /// `policy_content`: `key=value` pairs separated by `;`.

@@ -106,6 +106,18 @@ comparison ran); 1 when a line differed or was skipped, or the log cannot be rea
 }
 
 impl Cli {
+    /// The command line, or exit with a message that teaches: a bad value from an `EBBTIDE_*`
+    /// variable is named as that variable, and a number that does not parse says what is expected.
+    pub fn parse_or_exit() -> Cli {
+        Cli::try_parse().unwrap_or_else(|e| match explain(&e) {
+            Some(message) => {
+                eprintln!("error: {message}");
+                std::process::exit(2)
+            }
+            None => e.exit(),
+        })
+    }
+
     /// The log filter: `--log`, or the command's default.
     pub fn log_filter(&self) -> &str {
         match (&self.log, &self.command) {
@@ -114,6 +126,42 @@ impl Cli {
             (None, _) => "warn",
         }
     }
+}
+
+/// A clearer message for a value that did not parse, when there is one to give.
+fn explain(e: &clap::Error) -> Option<String> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::ValueValidation && e.kind() != ErrorKind::InvalidValue {
+        return None;
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) =
+        (e.get(ContextKind::InvalidArg), e.get(ContextKind::InvalidValue))
+    else {
+        return None;
+    };
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let reason = match std::error::Error::source(e).map(|s| s.to_string()) {
+        Some(s) if s.contains("invalid digit") || s.contains("empty string") => "expected a whole number".to_owned(),
+        Some(s) if s.contains("too large") => "too large for this setting".to_owned(),
+        Some(s) if s.contains("invalid float") => "expected a number".to_owned(),
+        Some(s) => s,
+        None => return None,
+    };
+    let on_command_line = std::env::args().any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    let from_variable =
+        env_of(&Cli::command(), long).filter(|env| !on_command_line && std::env::var(env).is_ok_and(|v| v == *value));
+    Some(match from_variable {
+        Some(env) => format!("{env}={value:?}: {reason} (the variable sets --{long}; see --help)"),
+        None => format!("--{long} {value:?}: {reason} (see --help)"),
+    })
+}
+
+/// The environment variable behind `--LONG`, in this command or any subcommand.
+fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+    let here = command.get_arguments().find(|a| a.get_long() == Some(long)).and_then(|a| a.get_env());
+    here.map(|env| env.to_string_lossy().into_owned())
+        .or_else(|| command.get_subcommands().find_map(|sub| env_of(sub, long)))
 }
 
 /// What a command reports back to `main`: success, or a failure already explained to the user.

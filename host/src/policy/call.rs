@@ -134,18 +134,45 @@ impl LoadedPolicy {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => PolicyError::Timeout { call, deadline_ms: self.limits.deadline_ms },
             Some(Trap::OutOfFuel) => PolicyError::Fuel { call, budget: self.limits.fuel.unwrap_or(u64::MAX) },
-            _ => {
-                let mut message = format!("{e:#}");
-                let said = output.trim();
-                if !said.is_empty() {
-                    // The tail is where a panic message is.
-                    let tail: String = said.chars().rev().take(1000).collect::<Vec<_>>().into_iter().rev().collect();
-                    message.push_str(&format!("; the guest printed: {tail}"));
-                }
-                PolicyError::Trap { call, message }
-            }
+            _ => PolicyError::Trap { call, message: trap_message(&e, &output) },
         }
     }
+}
+
+/// What a trap says, most useful first: the guest's own last words (a Rust panic's message and place,
+/// or the tail of what it printed), then the trap, then the backtrace frames that have names. Frames
+/// without names (`<wasm function 474>`) and the Rust runtime's `RUST_BACKTRACE=1` advice, which does
+/// nothing for a guest, are left out.
+fn trap_message(e: &wasmtime::Error, output: &str) -> String {
+    let mut parts = Vec::new();
+    if let Some(said) = last_words(output) {
+        parts.push(said);
+    }
+    parts.push(e.root_cause().to_string());
+    if let Some(trace) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        let named: Vec<&str> = trace.frames().iter().filter_map(|f| f.func_name()).take(8).collect();
+        if !named.is_empty() {
+            parts.push(format!("in {}", named.join(" < ")));
+        }
+    }
+    parts.join("; ")
+}
+
+/// A Rust panic's message and location from what the guest printed, or the tail of its output.
+fn last_words(output: &str) -> Option<String> {
+    let said = output.trim();
+    if said.is_empty() {
+        return None;
+    }
+    if let Some(at) = said.rfind("panicked at ") {
+        let rest = &said[at + "panicked at ".len()..];
+        let (place, message) = rest.split_once(":\n").unwrap_or((rest, ""));
+        let message: Vec<&str> =
+            message.lines().take_while(|l| !l.starts_with("note: run with `RUST_BACKTRACE")).collect();
+        return Some(format!("the policy panicked: {} (at {place})", message.join(" ").trim()));
+    }
+    let tail: String = said.chars().rev().take(1000).collect::<Vec<_>>().into_iter().rev().collect();
+    Some(format!("the guest printed: {tail}"))
 }
 
 /// `describe()` in a fresh instance (used once, at load).

@@ -47,6 +47,23 @@ impl fmt::Display for Address {
     }
 }
 
+/// Why a listening address could not be bound, naming the setting that chooses it.
+pub fn bind_error(e: &std::io::Error, setting: &str) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "the port is in use (by another scheduler, or another program): stop it, or choose another port with \
+             {setting}; port 0 picks a free one"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("{e}: this machine has no such address; choose one of its own with {setting}")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{e}: ports below 1024 need privileges; choose another with {setting}")
+        }
+        _ => format!("{e}; the address comes from {setting}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ pub mod framing;
 pub mod message;
 pub mod peer;
 
-pub use address::Address;
+pub use address::{Address, bind_error};
 pub use message::*;
 
 /// Bumped on every incompatible change to the schema; a hello with another version is refused.

@@ -21,7 +21,6 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -154,9 +153,10 @@ pub fn return_freed_heap() {
 
 /// Binds the address and starts the scheduler on the current tokio runtime.
 pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
-    let listener = TcpListener::bind(config.address.socket())
-        .await
-        .with_context(|| format!("cannot listen on {}", config.address))?;
+    let listener = TcpListener::bind(config.address.socket()).await.map_err(|e| {
+        let setting = "`address` (the ADDRESS argument, or [scheduler] address)";
+        anyhow::anyhow!("cannot listen on {}: {}", config.address, crate::protocol::bind_error(&e, setting))
+    })?;
     let address = listener.local_addr()?;
     let limits = config.core.limits.clone();
     let log = config

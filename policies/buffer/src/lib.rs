@@ -95,7 +95,10 @@ impl Policy for Buffer {
         if let (Some(min), Some(max)) = (params.min_ready, params.max_replicas)
             && min > max
         {
-            p.error(format!("max_replicas: expected an integer >= min_ready ({min}), got {max}"));
+            let (min_origin, max_origin) = (p.origin("min_ready"), p.origin("max_replicas"));
+            p.error(format!(
+                "max_replicas: expected an integer >= min_ready ({min}{min_origin}), got {max}{max_origin}"
+            ));
         }
         p.finish(params)
     }
