@@ -206,6 +206,8 @@ pub struct SubmitArgs {
     /// sleep, spin, echo, fail, gauge or exec (see `ebbtide worker --help`).
     #[arg(long)]
     pub function: String,
+    /// The task's input, read by its function: sleep and spin, milliseconds; echo, returned as is;
+    /// fail, the error message; gauge, NAME=VALUE; exec, a shell command (workers need --allow-exec).
     #[arg(long, default_value = "")]
     pub payload: String,
     /// What the tasks require, e.g. gpu=1.
