@@ -1,4 +1,4 @@
-//! `ebbtide policy ...`: the authoring tools (DESIGN.md section 6).
+//! `ebbtide policy ...`: the authoring tools (docs/authoring.md).
 
 use std::path::PathBuf;
 
