@@ -278,3 +278,57 @@ fn the_checks_catch_what_they_are_for() {
     );
     assert_eq!(slug("`pd_coordinated`: roles"), "pd_coordinated-roles");
 }
+
+/// `(name, default)` of each param a built-in declares, from `ebbtide policy inspect` (its `describe()`).
+fn declared_params(policy: &str) -> Vec<(String, String)> {
+    let out = Command::new(binary()).args(["policy", "inspect", policy]).output().unwrap();
+    assert!(out.status.success(), "policy inspect {policy}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let Some(params) = text.split("\nparams:\n").nth(1) else { return Vec::new() };
+    params
+        .lines()
+        .filter_map(|line| {
+            let line = line.strip_prefix("  ").filter(|l| !l.starts_with(' '))?;
+            let default = line.rsplit_once("(default ")?.1.strip_suffix(')')?;
+            Some((line.split_whitespace().next()?.to_owned(), default.to_owned()))
+        })
+        .collect()
+}
+
+/// `(name, default cell)` of each row of the param table in a `## policy` section of builtins.md.
+fn documented_params(builtins: &str, policy: &str) -> Vec<(String, String)> {
+    let section = builtins.split(&format!("\n## {policy}\n")).nth(1).unwrap_or_else(|| panic!("no ## {policy}"));
+    let section = section.split("\n## ").next().unwrap();
+    let table = section.split("\n| param |").nth(1).map(|t| t.split("\n\n").next().unwrap()).unwrap_or("");
+    table
+        .lines()
+        .filter_map(|row| {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let name = cells.first()?.trim_start_matches("| ").trim().strip_prefix('`')?.strip_suffix('`')?;
+            Some((name.to_owned(), cells.get(2)?.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// docs/builtins.md lists exactly the params each built-in declares, and the same default wherever
+/// the default is a number or a boolean (the others are described in words there).
+#[test]
+fn builtins_reference_matches_what_each_builtin_declares() {
+    let builtins = std::fs::read_to_string(root().join("docs").join("builtins.md")).unwrap();
+    for policy in ["no", "vanilla", "capability", "fixed_elastic", "pd_coordinated", "buffer"] {
+        let declared = declared_params(policy);
+        let documented = documented_params(&builtins, policy);
+        let names = |v: &[(String, String)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&documented), names(&declared), "docs/builtins.md#{policy}: the param table's rows");
+        for ((name, default), (_, cell)) in declared.iter().zip(&documented) {
+            let plain = default.parse::<f64>().is_ok() || default == "true" || default == "false";
+            if plain {
+                let cell = cell.trim_matches('`');
+                assert!(
+                    (cell == default || cell.starts_with(&format!("{default} "))),
+                    "docs/builtins.md#{policy}: {name} defaults to {default}, not {cell}"
+                );
+            }
+        }
+    }
+}
