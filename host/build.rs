@@ -45,6 +45,7 @@ fn main() {
     let guest_dir = root.join("target").join("guests");
     build_guests(&root, &guest_dir);
     write_table(&guest_dir);
+    write_sdk_sources(&root);
 }
 
 /// Installs `wasm32-wasip2` through rustup when the toolchain lacks it.
@@ -100,5 +101,30 @@ fn write_table(guest_dir: &Path) {
     }
     table.push_str("];\n");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("builtins.rs");
+    std::fs::write(&out, table).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+}
+
+/// Writes `sdk_sources.rs`: `(path under sdk/, text)` of every source file of the SDK, so that
+/// `policy new --lang rust` gives each project its own copy and the project builds wherever it is moved.
+fn write_sdk_sources(root: &Path) {
+    let sdk = root.join("sdk");
+    let mut files = Vec::new();
+    let mut dirs = vec![sdk.join("src")];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display())).path();
+            if path.is_dir() { dirs.push(path) } else { files.push(path) }
+        }
+    }
+    files.sort();
+    let mut table = String::from("/// `(path under sdk/, text)` of each SDK source file, listed by build.rs.\n");
+    table.push_str("pub const SDK_SOURCES: &[(&str, &str)] = &[\n");
+    for file in files {
+        let relative = file.strip_prefix(&sdk).expect("found under sdk/").to_string_lossy().replace('\\', "/");
+        table.push_str(&format!("    ({relative:?}, include_str!({:?})),\n", file.display().to_string()));
+    }
+    table.push_str("];\n");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("sdk_sources.rs");
     std::fs::write(&out, table).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
 }

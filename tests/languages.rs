@@ -1,6 +1,7 @@
 //! One policy in four languages: each example under examples/policies/ is built with its own
 //! ecosystem's tools by its build.sh and must pass the shared vectors and `policy check`; a project
-//! from `policy new` in each language must do the same as generated. A change to the contract that
+//! from `policy new` in each language must do the same as generated, after being copied to a fresh
+//! directory outside the repository (it names no path outside itself). A change to the contract that
 //! breaks a language fails here.
 //!
 //! A language whose toolchain's base (python3 with venv, node with npm) is missing from the machine
@@ -65,16 +66,44 @@ fn example_and_scaffold(lang: &str) {
     let example = examples().join(folder);
     build_and_check(&example, &example.join("queue_depth.wasm"), &examples().join("queue_depth.json"), &[]);
 
-    // A new project, built as generated. It reuses what the example installed (tools on PATH, the
-    // Rust target directory) so the test does not fetch and compile them twice.
+    // A new project, built as generated once copied outside the repository and the original deleted.
+    // It reuses what the example installed (tools on PATH, the Rust target directory) so the test does
+    // not fetch and compile them twice.
     let parent = common::temp_dir(&format!("policy-new-{folder}"));
     let name = format!("starter_{flag}");
     run(Command::new(binary()).current_dir(&parent).args(["policy", "new", &name, "--lang", flag]), "policy new");
-    let project = parent.join(&name);
+    let project = moved_project(&parent.join(&name), &format!("ebbtide-moved-{folder}"));
     let path =
         format!("{}:{}", example.join(".tools").join("bin").display(), std::env::var("PATH").unwrap_or_default());
     let env = [("PATH", PathBuf::from(path)), ("CARGO_TARGET_DIR", example.join("target"))];
     build_and_check(&project, &project.join(format!("{name}.wasm")), &project.join(format!("{name}.json")), &env);
+    let _ = std::fs::remove_dir_all(&project);
+}
+
+/// Copies a `policy new` project to a fresh directory under the system's temporary directory,
+/// deletes the original, and checks that no file names the original's path or the repository's.
+fn moved_project(original: &Path, name: &str) -> PathBuf {
+    let moved = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&moved);
+    run(Command::new("cp").arg("-r").arg(original).arg(&moved), "copying the project");
+    std::fs::remove_dir_all(original).unwrap();
+    let forbidden = [original.to_path_buf(), common::workspace_root()];
+    for file in files_under(&moved) {
+        let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+        for path in &forbidden {
+            assert!(!text.contains(&*path.to_string_lossy()), "{} names {}", file.display(), path.display());
+        }
+    }
+    moved
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { files.extend(files_under(&path)) } else { files.push(path) }
+    }
+    files
 }
 
 #[test]

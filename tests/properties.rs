@@ -1,4 +1,4 @@
-//! Properties of the common model (POLICIES.md section 0) that every built-in must keep, on random
+//! Properties of the common model (docs/builtins.md#the-common-model) that every built-in must keep, on random
 //! snapshots: starts within free slots and the start budget; shutdowns only of live, managed groups
 //! that the policy's rule allows; any state bytes accepted. And, with the real scheduler core between
 //! two decisions, no further starts once the core shows the accepted starts as `starting` (host

@@ -1,5 +1,5 @@
 //! Decision latency on the large sample snapshot (the same generator as `ebbtide policy bench`):
-//! native Rust, a reused instance and a fresh instance, for the built-ins named in DESIGN.md section 10.
+//! native Rust, a reused instance and a fresh instance, for the built-ins in the README's "Measured" table.
 //!
 //! Run with `cargo bench -p ebbtide`; compare the three lines of one policy within one run.
 

@@ -1,5 +1,5 @@
 //! Configuration values shared by the command line and the simulator, below both: capability
-//! strings (`gpu=1,linux`) and the `[[adapter]]` table of DESIGN.md section 5.
+//! strings (`gpu=1,linux`) and the `[[adapter]]` table (docs/adapters.md).
 
 use ebbtide_sdk::CapMap;
 use serde::Deserialize;

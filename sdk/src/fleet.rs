@@ -1,4 +1,4 @@
-//! The common model of POLICIES.md section 0, shared by every built-in: capacity (`cap`), demand
+//! The common model (docs/builtins.md#the-common-model), shared by every built-in: capacity (`cap`), demand
 //! (`out`), adapter order and slots, `place`, and the victim order for shutdowns.
 //!
 //! [`Fleet`] is a read-only view of one snapshot with the lookups computed once. [`Placer`] carries
@@ -164,7 +164,7 @@ impl<'f, 's> Placer<'f, 's> {
         n
     }
 
-    /// `place(need, caps, adapters, unit)` of POLICIES.md section 0: fills adapters in adapter order
+    /// Placement (docs/builtins.md#the-common-model): fills adapters in adapter order
     /// (only those `include` accepts and that are eligible for `caps`); what is left becomes an
     /// `unplaceable` diagnostic. Returns the number of starts emitted.
     pub fn place(
@@ -216,7 +216,7 @@ pub fn describe_caps(caps: &[NamedCapability]) -> String {
     format!("{{{}}}", parts.join(","))
 }
 
-/// The ratio scale-down loop of `vanilla` (POLICIES.md section 1, step 5), also used by
+/// The ratio scale-down loop of `vanilla` (docs/builtins.md#vanilla, rule 3), also used by
 /// `fixed_elastic` on its secondaries. Walks `candidates` (already in victim order) and shuts groups
 /// down while `T/W < lower`, at most `max_shutdowns`, never removing the last capacity while tasks
 /// exist and never a group whose removal would push `T/W` above `upper` (the thrash guard).

@@ -1,9 +1,9 @@
-//! Capability key sets: matching and ordering (POLICIES.md section 0).
+//! Capability key sets: matching and ordering (docs/builtins.md#the-common-model).
 //!
 //! Policies match on capability *names* only (`keys(x)`); values are carried through to start
 //! requests. A [`KeySet`] holds the ranks of its names in the snapshot's sorted name list, so subset
 //! tests are a merge of two sorted lists and the derived `Ord` of the rank vectors is exactly the
-//! lexicographic order of the sorted name lists that POLICIES.md prescribes (a prefix sorts first).
+//! lexicographic order of the sorted name lists that the built-ins use (a prefix sorts first).
 
 use std::cmp::Ordering;
 

@@ -6,7 +6,7 @@
 //!   and the decision it returns. They build natively, so a policy is unit-tested and benchmarked as
 //!   ordinary Rust; inside a WebAssembly guest they are converted from and to the generated bindings.
 //! - [`builder`]: a snapshot builder that interns names and capability sets, for hosts and tests.
-//! - [`keys`], [`fleet`]: the common model of POLICIES.md section 0 (key-set matching and ordering,
+//! - [`keys`], [`fleet`]: the common model of docs/builtins.md (key-set matching and ordering,
 //!   capacity, adapter slots, `place`, victim order), shared by every built-in.
 //! - [`params`]: a params reader whose errors name the key and what it accepts.
 //! - [`Policy`] and [`export_policy!`]: a policy is one `decide` function plus one line.

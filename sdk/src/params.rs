@@ -56,7 +56,7 @@ pub const fn lower_task_ratio(default: &'static str) -> ParamSpec {
     )
 }
 
-/// The start budget shared by every call of a decision (POLICIES.md section 0).
+/// The start budget shared by every call of a decision (docs/builtins.md#the-common-model).
 pub const MAX_STARTS_PER_TICK: ParamSpec =
     ParamSpec::new("max_starts_per_tick", "an integer >= 0", "0", "groups started per decision at most; 0 = unlimited");
 

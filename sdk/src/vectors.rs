@@ -1,4 +1,4 @@
-//! The test-vector harness (shared/vectors/FORMAT.md): parse a vector file, turn each step into a
+//! The test-vector harness (tests/vectors/FORMAT.md): parse a vector file, turn each step into a
 //! [`Snapshot`], run any `decide` on it, and compare the commands as a multiset.
 //!
 //! The same harness drives a policy natively in unit tests and through the WebAssembly runtime in

@@ -1,4 +1,4 @@
-//! The TOML configuration of DESIGN.md section 5, and `policy_content`.
+//! The TOML configuration (examples/native.toml), and `policy_content`.
 //!
 //! Every key can also be given as a flag or an `EBBTIDE_*` variable (flags win, then variables, then
 //! the file, then the defaults). An unknown key or a bad value stops start-up with a message that

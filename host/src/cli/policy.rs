@@ -1,4 +1,4 @@
-//! `ebbtide policy ...`: the authoring tools.
+//! `ebbtide policy ...`: the authoring tools (docs/authoring.md).
 
 use std::path::PathBuf;
 
@@ -91,7 +91,7 @@ pub enum PolicyCommand {
     /// Start a policy project in Rust, Python, JavaScript or C: it builds with its build.sh, passes its
     /// starter vectors and is accepted by `policy check` as generated.
     #[command(
-        after_help = "Examples:\n  ebbtide policy new my_policy --lang python\n  ebbtide policy new gpu_pool --lang rust --dir policies/gpu_pool\n\nThe starter is the queue_depth example (docs/authoring.md), renamed; edit it from there."
+        after_help = "Examples:\n  ebbtide policy new my_policy --lang python\n  ebbtide policy new gpu_pool --lang rust --dir ~/src/gpu_pool\n\nThe starter is the queue_depth example (docs/authoring.md), renamed; edit it from there."
     )]
     New(super::new::NewArgs),
 

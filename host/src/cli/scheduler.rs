@@ -21,7 +21,7 @@ use crate::server::{self, Handle, ServerConfig, ShadowSetup};
 pub struct SchedulerArgs {
     /// Address to listen on for clients, workers and adapters [default: tcp://127.0.0.1:8516].
     pub address: Option<String>,
-    /// TOML configuration (see examples/native.toml); flags and variables override it.
+    /// TOML configuration (e.g. examples/native.toml); flags and variables override it.
     #[arg(long, env = "EBBTIDE_CONFIG")]
     pub config: Option<PathBuf>,
     /// `allocate=even_load|capability; scaling=BUILTIN|PATH.wasm` [default: allocate=capability; scaling=capability].

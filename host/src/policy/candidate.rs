@@ -1,4 +1,4 @@
-//! The swap pipeline: a candidate policy must pass every stage, in order,
+//! The swap pipeline (docs/architecture.md#the-policy-runtime): a candidate policy must pass every stage, in order,
 //! before it may replace the active one. Each failure names its stage, so an operator knows whether
 //! the bytes, the contract, the params or the behaviour was wrong.
 //!

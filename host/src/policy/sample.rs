@@ -1,7 +1,7 @@
 //! Deterministic sample snapshots: the one generator behind `ebbtide policy bench`, `policy check`'s
 //! dry run and the criterion benchmark, so every figure is measured on the same input.
 //!
-//! `Large` is the shape of DESIGN.md section 10: 100 task groups, 1,000 worker groups, 4 capability
+//! `Large` is the shape of the README's "Measured" figures: 100 task groups, 1,000 worker groups, 4 capability
 //! names and 3 metrics per group.
 
 use ebbtide_sdk::{Adapter, GroupState, Snapshot, SnapshotBuilder, TaskGroup, Trigger, WorkerGroup};

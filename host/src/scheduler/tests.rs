@@ -1,5 +1,5 @@
 //! The core as a state machine: inputs at chosen virtual times, outputs asserted. Each test names the
-//! rule it pins: a host obligation of DESIGN.md section 3 (H1 to H7), a trigger, requeueing, or a
+//! rule it pins: a host obligation (H1 to H7, docs/architecture.md#host-obligations), a trigger, requeueing, or a
 //! guard-rail drop reason.
 
 use ebbtide_sdk::{CapMap, Command, GroupState, Snapshot, Trigger, WorkerGroup};

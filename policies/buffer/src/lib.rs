@@ -1,4 +1,4 @@
-//! `buffer`: a warm pool on one adapter (POLICIES.md section 5). Keeps `target_buffer` idle workers
+//! `buffer`: a warm pool on one adapter (docs/builtins.md#buffer). Keeps `target_buffer` idle workers
 //! beside the busy ones and the queued demand, never fewer than `min_ready` and never more than
 //! `max_replicas`; grows at once (reaching observed demand in one decision) and shrinks only after a
 //! stabilization window, to the largest size wanted during it.
@@ -140,7 +140,7 @@ impl Policy for Buffer {
             0
         };
         // The host queues every task that found no free worker, so such a task is both queued and a
-        // miss: the larger of the two counts it once (POLICIES.md section 5, step 3).
+        // miss: the larger of the two counts it once (docs/builtins.md#buffer, rule 2).
         let demand = queued.max(snapshot.misses_for(adapter.id));
 
         let slot_cap = (adapter.max_worker_groups > 0).then(|| u64::from(adapter.max_worker_groups) * w);

@@ -1,4 +1,4 @@
-//! The worked examples of POLICIES.md section 5, run natively.
+//! The worked examples of docs/builtins.md#buffer, run natively.
 #[test]
 fn buffer_passes_its_vectors() {
     ebbtide_sdk::vectors::assert_passes::<ebbtide_policy_buffer::Buffer>(concat!(

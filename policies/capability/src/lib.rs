@@ -1,5 +1,5 @@
 //! `capability`: scales each capability set on its own, with an allocation model that gives every
-//! task set the smallest capable pools first (POLICIES.md section 2). Stateless.
+//! task set the smallest capable pools first (docs/builtins.md#capability). Stateless.
 //!
 //! Allocation (A) is the heart of it: both scale-up (deficits) and the scale-down safety check
 //! (would removing this group create a deficit?) run the same function.

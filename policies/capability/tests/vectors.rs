@@ -1,4 +1,4 @@
-//! The worked examples of POLICIES.md section 2, run natively.
+//! The worked examples of docs/builtins.md#capability, run natively.
 #[test]
 fn capability_passes_its_vectors() {
     ebbtide_sdk::vectors::assert_passes::<ebbtide_policy_capability::CapabilityPolicy>(concat!(

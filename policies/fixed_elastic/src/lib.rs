@@ -1,5 +1,5 @@
 //! `fixed_elastic`: an always-kept primary group per primary adapter, plus elastic secondaries that
-//! follow the vanilla ratio rules (POLICIES.md section 3). Stateless: a missing primary is derived from
+//! follow the vanilla ratio rules (docs/builtins.md#fixed_elastic). Stateless: a missing primary is derived from
 //! the snapshot each time, so a lost primary is started again.
 
 use ebbtide_sdk::fleet::ratio_scale_down;

@@ -1,4 +1,4 @@
-//! The worked examples of POLICIES.md section 3, run natively.
+//! The worked examples of docs/builtins.md#fixed_elastic, run natively.
 #[test]
 fn fixed_elastic_passes_its_vectors() {
     ebbtide_sdk::vectors::assert_passes::<ebbtide_policy_fixed_elastic::FixedElastic>(concat!(

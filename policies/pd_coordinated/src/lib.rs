@@ -1,4 +1,4 @@
-//! `pd_coordinated`: prefill/decode soft coordination (POLICIES.md section 4, after kthena #948 with
+//! `pd_coordinated`: prefill/decode soft coordination (docs/builtins.md#pd_coordinated, after kthena #948 with
 //! the review fixes). One replica is one worker group. Each role's demand comes from its tasks and
 //! metric targets; in `preferred` mode the total is split between roles by a blend of demand and
 //! pressure, projected exactly onto the preferred bands; scale-down waits a window per role.

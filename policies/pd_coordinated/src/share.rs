@@ -11,7 +11,7 @@ use ebbtide_sdk::Decision;
 
 use crate::{Aggregation, Band, Params};
 
-/// Ties closer than this are ties (POLICIES.md section 6, note 4).
+/// Ties closer than this are ties: shares equal on paper may differ in their last bit.
 const EPS: f64 = 1e-9;
 
 pub struct RoleInput<'a> {

@@ -1,5 +1,5 @@
 //! `vanilla`: scales the whole fleet on the ratio of unfinished tasks to workers, ignoring
-//! capabilities (POLICIES.md section 1). Stateless.
+//! capabilities (docs/builtins.md#vanilla). Stateless.
 
 use ebbtide_sdk::fleet::ratio_scale_down;
 use ebbtide_sdk::params::{

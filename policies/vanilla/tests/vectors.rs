@@ -1,4 +1,4 @@
-//! The worked examples of POLICIES.md section 1, run natively.
+//! The worked examples of docs/builtins.md#vanilla, run natively.
 #[test]
 fn vanilla_passes_its_vectors() {
     ebbtide_sdk::vectors::assert_passes::<ebbtide_policy_vanilla::Vanilla>(concat!(
