@@ -46,6 +46,7 @@ pub struct SchedulerSection {
     pub decision_log: Option<PathBuf>,
     pub history_decisions: Option<usize>,
     pub history_detail_mib: Option<usize>,
+    pub compile_cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

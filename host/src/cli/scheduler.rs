@@ -76,6 +76,11 @@ pub struct SchedulerArgs {
     /// [default: 64]. The oldest go first; 0 keeps summaries only.
     #[arg(long, env = "EBBTIDE_HISTORY_DETAIL_MIB")]
     pub history_detail_mib: Option<usize>,
+    /// Folder for compiled policies, so a build seen before (also before a restart) skips the
+    /// compiler [default: $XDG_CACHE_HOME/ebbtide/compiled or ~/.cache/ebbtide/compiled]. Bounded by
+    /// `--limit compile_cache_mb=N`; `compile_cache_mb=0` turns it off.
+    #[arg(long, env = "EBBTIDE_COMPILE_CACHE_DIR")]
+    pub compile_cache_dir: Option<PathBuf>,
 }
 
 /// Everything resolved and checked, ready to launch.
@@ -88,6 +93,8 @@ pub struct Settings {
     /// The admin token (the shared `token`).
     pub token: Option<String>,
     pub history: HistoryLimits,
+    /// Where compiled policies are kept (`None`: nowhere to keep them); bounded by `compile_cache_mb`.
+    pub compile_cache_dir: Option<PathBuf>,
 }
 
 /// The policy as configured, not loaded yet.
@@ -172,7 +179,12 @@ impl SchedulerArgs {
             detail_mib: self.history_detail_mib.or(s.history_detail_mib).unwrap_or(defaults.detail_mib),
         };
         history.validate().map_err(anyhow::Error::msg)?;
-        Ok(Settings { address, core, policy, decision_log, admin, token, history })
+        let compile_cache_dir = self
+            .compile_cache_dir
+            .clone()
+            .or(s.compile_cache_dir.clone())
+            .or_else(crate::policy::compile_cache::default_dir);
+        Ok(Settings { address, core, policy, decision_log, admin, token, history, compile_cache_dir })
     }
 
     /// What SIGHUP re-reads: the policy (source, params, limits, shadow), the allocation and the tick.
@@ -258,6 +270,11 @@ pub async fn launch(settings: Settings, reload: Option<Reload>) -> anyhow::Resul
     let limits = &settings.core.limits;
     let rules = ReadRules { max_bytes: limits.max_policy_bytes, dirs: limits.policy_dirs.clone() };
     crate::policy::component::set_compile_timeout(std::time::Duration::from_millis(limits.compile_timeout_ms));
+    crate::policy::compile_cache::configure(settings.compile_cache_dir.clone(), limits.compile_cache_mb);
+    match crate::policy::compile_cache::settings() {
+        Some(c) => tracing::info!("compile cache: {} (at most {} MiB)", c.dir.display(), c.max_bytes >> 20),
+        None => tracing::info!("compile cache: off (compile_cache_mb=0, or no cache folder)"),
+    }
     let (policy, shadow) = tokio::task::spawn_blocking(move || spec.load(&rules)).await??;
     let config = ServerConfig {
         address: settings.address,

@@ -1,7 +1,7 @@
 //! Loading a policy: bytes in, an immutable [`LoadedPolicy`] out, or a typed error saying why not.
 //!
 //! The pipeline: sha256 digest; header check (empty, not WebAssembly, a core module rather than a
-//! component); compile (once per digest, cached); world and version check; link (`InstancePre`);
+//! component); compile (once per digest: cached in memory and on disk, see `compile_cache`); world and version check; link (`InstancePre`);
 //! `describe()` within the limits. A `LoadedPolicy` is prepared once and instantiated per call.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
 use super::bindings::{POLICY_EXPORT, POLICY_EXPORT_ANY_VERSION, ScalingPolicy, ScalingPolicyPre, WORLD};
+use super::compile_cache;
 use super::engine::engine;
 use super::limits::CallLimits;
 use super::sandbox::StoreState;
@@ -61,11 +62,14 @@ impl LoadedPolicy {
     pub fn load(bytes: &[u8], limits: CallLimits) -> Result<LoadedPolicy, PolicyError> {
         check_header(bytes)?;
         let digest = digest(bytes);
-        let (component, cached) = compile(bytes, &digest)?;
+        let (component, from) = compile(bytes, &digest)?;
         let (imports, exports) = check_world(&component)?;
-        if !cached {
-            // Only what passed the world check is kept.
+        // Only what passed the world check is kept.
+        if from != Compiled::Memory {
             remember(&digest, &component);
+        }
+        if from == Compiled::Compiler {
+            compile_cache::store(&digest, &component);
         }
         let pre = linker()
             .instantiate_pre(&component)
@@ -144,11 +148,24 @@ pub fn set_compile_timeout(timeout: Duration) {
     COMPILE_TIMEOUT_MS.store(timeout.as_millis() as u64, Ordering::Relaxed);
 }
 
-/// The compiled component, and whether it came from the cache.
-fn compile(bytes: &[u8], digest: &str) -> Result<(Component, bool), PolicyError> {
+/// Where a compiled component came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Compiled {
+    Memory,
+    Disk,
+    Compiler,
+}
+
+/// The compiled component, from the in-memory cache, the disk cache or the compiler.
+fn compile(bytes: &[u8], digest: &str) -> Result<(Component, Compiled), PolicyError> {
     if let Some((_, c)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(d, _)| d == digest) {
-        return Ok((c.clone(), true));
+        compile_cache::count_memory_hit();
+        return Ok((c.clone(), Compiled::Memory));
     }
+    if let Some(component) = compile_cache::load(digest) {
+        return Ok((component, Compiled::Disk));
+    }
+    compile_cache::count_miss();
     if ABANDONED_COMPILE.load(Ordering::Relaxed) {
         return Err(PolicyError::InvalidComponent(
             "an earlier compile that exceeded compile_timeout_ms is still running; try again when it ends".into(),
@@ -189,7 +206,7 @@ fn compile(bytes: &[u8], digest: &str) -> Result<(Component, bool), PolicyError>
         }
     };
     result
-        .map(|component| (component, false))
+        .map(|component| (component, Compiled::Compiler))
         .map_err(|e| PolicyError::InvalidComponent(format!("the component does not compile: {e:#}")))
 }
 
