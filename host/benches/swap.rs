@@ -72,13 +72,14 @@ impl Scheduler {
     }
 
     /// The first decision by `digest` at or after `since` (unix ms), waiting for it.
-    fn first_decision(&self, digest: &str) -> u64 {
+    fn first_decision(&self, digest: &str, since: u64) -> u64 {
         let mut at = 0;
         wait_for("the build to decide", Duration::from_secs(30), || {
             at = decisions(&self.log)
                 .iter()
-                .find(|d| d["policy_digest"] == digest)
-                .map_or(0, |d| d["time_ms"].as_u64().unwrap());
+                .map(|d| (d["policy_digest"] == digest, d["time_ms"].as_u64().unwrap()))
+                .find(|(by, time)| *by && *time >= since)
+                .map_or(0, |(_, time)| time);
             at > 0
         });
         at
@@ -90,7 +91,7 @@ impl Scheduler {
         std::fs::write(&tmp, bytes).unwrap();
         let written = unix_ms();
         std::fs::rename(&tmp, self.dir.join("policy.wasm")).unwrap();
-        let served = self.first_decision(&component::digest(bytes));
+        let served = self.first_decision(&component::digest(bytes), written);
         let times: Vec<u64> = decisions(&self.log)
             .iter()
             .map(|d| d["time_ms"].as_u64().unwrap())
