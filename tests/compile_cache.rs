@@ -105,6 +105,12 @@ fn entry_is_sound(cache: &Path, bytes: &[u8]) -> bool {
     header["bytes"] == artifact.len() as u64 && header["sha256"] == hex::encode(Sha256::digest(&artifact)).as_str()
 }
 
+/// Waits for the entry of `bytes` to be written: a swapped-in build first decides from its baseline
+/// build, and its optimized build, the one cached, follows.
+fn wait_for_entry(cache: &Path, bytes: &[u8]) {
+    wait_for("the optimized build's cache entry", Duration::from_secs(30), || entry_is_sound(cache, bytes));
+}
+
 fn cache_bytes(cache: &Path) -> u64 {
     std::fs::read_dir(cache).unwrap().flatten().map(|f| f.metadata().unwrap().len()).sum()
 }
@@ -121,9 +127,10 @@ fn a_build_seen_before_is_loaded_from_disk_after_a_restart() {
     first.decides_with(&a);
     write_policy(&dir, &b);
     first.decides_with(&b);
+    wait_for_entry(&cache, &b);
     assert!(!first.loaded_from_disk(&a) && !first.loaded_from_disk(&b), "new builds are compiled");
     assert!(first.cache_total("miss") >= 2, "both builds were compiled");
-    assert!(entry_is_sound(&cache, &a) && entry_is_sound(&cache, &b), "both builds were written to {cache:?}");
+    assert!(entry_is_sound(&cache, &a), "the start-up build was written to {cache:?}");
     drop(first);
 
     write_policy(&dir, &a);
@@ -149,6 +156,7 @@ fn a_corrupt_truncated_or_foreign_entry_is_ignored_and_replaced() {
     seed.decides_with(&other);
     write_policy(&dir, &a);
     seed.decides_with(&a);
+    wait_for_entry(&cache, &a);
     drop(seed);
     let (cwasm, check) = entry(&cache, &a).expect("a's entry");
     let (other_cwasm, other_check) = entry(&cache, &other).expect("the other build's entry");
@@ -227,6 +235,7 @@ fn the_cache_stays_within_its_bound_by_evicting_the_oldest_entries() {
         std::thread::sleep(Duration::from_millis(20));
         write_policy(&dir, bytes);
         run.decides_with(bytes);
+        wait_for_entry(&cache, bytes);
     }
     let total = cache_bytes(&cache);
     assert!(total <= bound_mb << 20, "{total} bytes in the cache, over {bound_mb} MiB");
@@ -246,4 +255,44 @@ fn a_zero_bound_turns_the_disk_cache_off() {
     run.decides_with(&a);
     assert!(run.proc.stderr().contains("compile cache: off"), "{}", run.proc.stderr());
     assert!(!cache.exists() || cache_bytes(&cache) == 0, "nothing was written to {cache:?}");
+}
+
+/// A new build decides first from its baseline (Winch) build, then its optimized (Cranelift) build
+/// takes over between two decisions, under the same digest; a build seen before skips the baseline.
+#[test]
+fn a_new_build_decides_from_its_baseline_build_until_the_optimized_one_takes_over() {
+    let dir = common::temp_dir("compile-cache-tiered");
+    let cache = dir.join("cache");
+    let (a, b) = (build("tiered a"), build("tiered b"));
+    write_policy(&dir, &a);
+    let run = Scheduler::start(&dir, "tiered", &cache, &[]);
+    run.decides_with(&a);
+    let tiered = |stage: &str| {
+        let (_, body) = http_get(&run.admin, "/metrics", None);
+        let prefix = format!("ebbtide_tiered_swaps_total{{stage=\"{stage}\"}} ");
+        body.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().parse::<u64>().unwrap())
+    };
+    assert_eq!(tiered("baseline"), Some(0), "start-up compiles with Cranelift");
+
+    write_policy(&dir, &b);
+    run.decides_with(&b);
+    let b12 = &component::digest(&b)[..12];
+    wait_for("the optimized build to take over", Duration::from_secs(30), || tiered("optimized") == Some(1));
+    let stderr = run.proc.stderr();
+    let baseline = stderr.find(&format!("swap: {b12} decides with its baseline (Winch) build"));
+    let optimized = stderr.find(&format!("{b12} now decides with its optimized (Cranelift) build"));
+    assert!(baseline.is_some() && optimized > baseline, "baseline first, then optimized: {stderr}");
+    assert_eq!(tiered("baseline"), Some(1));
+    // Decisions go on, by the same build, after the takeover.
+    let decided = decisions(&run.log).len();
+    wait_for("decisions after the takeover", Duration::from_secs(10), || decisions(&run.log).len() > decided + 2);
+    let last = decisions(&run.log).pop().unwrap();
+    assert_eq!(last["policy_digest"], component::digest(&b).as_str());
+
+    // Back to a: compiled already, so no baseline build.
+    write_policy(&dir, &a);
+    wait_for("a to decide again", Duration::from_secs(20), || {
+        decisions(&run.log).last().is_some_and(|d| d["policy_digest"] == component::digest(&a).as_str())
+    });
+    assert_eq!(tiered("baseline"), Some(1), "a build seen before is not compiled again");
 }

@@ -4,7 +4,7 @@
 //! timings from its decision log. One run measures, interleaved round by round:
 //!
 //! - the reference: compiling the build with Cranelift in this process (the engine's settings);
-//! - a new build (compiled), a build seen before (the in-memory cache), and the same builds after a
+//! - a new build (served from its baseline Winch build while Cranelift compiles it), a build seen before (the in-memory cache), and the same builds after a
 //!   restart, with the disk cache (`compile_cache_dir`) and without it (the path before the cache).
 //!
 //! Each build arrives twice: written to the watched file (write to first decision, which includes
@@ -147,8 +147,8 @@ fn main() {
         vanilla.len() / 1000
     );
 
-    let (mut compile, mut new, mut seen, mut disk, mut cold) =
-        (Vec::new(), Path2::default(), Path2::default(), Path2::default(), Path2::default());
+    let (mut compile, mut winch, mut new, mut seen, mut disk, mut cold) =
+        (Vec::new(), Vec::new(), Path2::default(), Path2::default(), Path2::default(), Path2::default());
     let mut worst_late = 0;
     // Builds: written (w) and uploaded (u) twins, so each path meets a build it has not seen.
     let (w, u): (Vec<_>, Vec<_>) = (0..ROUNDS).map(|i| (tag("write", i), tag("upload", i))).unzip();
@@ -160,6 +160,12 @@ fn main() {
         let t = Instant::now();
         wasmtime::component::Component::new(engine::engine(), &reference).expect("compiles");
         compile.push(t.elapsed().as_secs_f64() * 1e3);
+        // The same build with the baseline compiler (Winch), which new builds serve from first.
+        if let Some(baseline) = engine::baseline_engine() {
+            let t = Instant::now();
+            wasmtime::component::Component::new(baseline, &reference).expect("compiles");
+            winch.push(t.elapsed().as_secs_f64() * 1e3);
+        }
         std::thread::sleep(Duration::from_millis(100));
         let (ms, late) = first.write(&w[i]);
         new.write.push(ms);
@@ -189,11 +195,15 @@ fn main() {
 
     let reference = median(&compile);
     println!("  full Cranelift compile of a build (this process): {}", summary(&mut compile));
+    if !winch.is_empty() {
+        let ratio = 100.0 * median(&winch) / reference;
+        println!("  Winch (baseline) compile of the same builds:      {}   {ratio:5.1}%", summary(&mut winch));
+    }
     println!(
         "                                 write -> first decision                 POST -> installed                        (medians / compile)"
     );
     for (label, path) in [
-        ("new build (compiled)", &mut new),
+        ("new build (tiered)", &mut new),
         ("seen before (memory)", &mut seen),
         ("after restart (disk)", &mut disk),
         ("after restart (no cache)", &mut cold),

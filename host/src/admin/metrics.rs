@@ -64,6 +64,13 @@ pub fn render(shell: &ShellStatus, s: &Status) -> String {
             (r#"{outcome="evicted"}"#, cache.evicted as f64),
         ],
     );
+    let tiers = crate::policy::compile_cache::tiers();
+    metric(
+        "tiered_swaps_total",
+        "counter",
+        "New builds served first from the baseline compiler (Winch), and optimized (Cranelift) builds that took over.",
+        &[(r#"{stage="baseline"}"#, tiers.baseline as f64), (r#"{stage="optimized"}"#, tiers.optimized as f64)],
+    );
     metric("decisions_total", "counter", "Scaling decisions made.", &[("", c.decisions as f64)]);
     let failed = labelled("kind", crate::policy::PolicyError::KINDS.iter().copied(), &c.decisions_failed_by_kind);
     metric("decisions_failed_total", "counter", "Decisions the policy failed, by kind of failure.", &borrowed(&failed));

@@ -77,6 +77,29 @@ pub struct Counters {
     pub evicted: u64,
 }
 
+/// Tiered swaps: new builds that first served from their baseline (Winch) build, and the times the
+/// optimized build took over (`ebbtide_tiered_swaps_total`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tiers {
+    pub baseline: u64,
+    pub optimized: u64,
+}
+
+static BASELINE: AtomicU64 = AtomicU64::new(0);
+static OPTIMIZED: AtomicU64 = AtomicU64::new(0);
+
+pub fn tiers() -> Tiers {
+    Tiers { baseline: BASELINE.load(Ordering::Relaxed), optimized: OPTIMIZED.load(Ordering::Relaxed) }
+}
+
+pub fn count_baseline() {
+    BASELINE.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn count_optimized() {
+    OPTIMIZED.fetch_add(1, Ordering::Relaxed);
+}
+
 static MEMORY_HIT: AtomicU64 = AtomicU64::new(0);
 static DISK_HIT: AtomicU64 = AtomicU64::new(0);
 static MISS: AtomicU64 = AtomicU64::new(0);
@@ -141,6 +164,11 @@ fn engine_hash() -> &'static str {
 fn entry_paths(dir: &Path, digest: &str) -> (PathBuf, PathBuf) {
     let stem = format!("{digest}-{}", engine_hash());
     (dir.join(format!("{stem}.cwasm")), dir.join(format!("{stem}.check")))
+}
+
+/// Whether `digest` has an entry on disk (not verified: a cheap guess that loading will not compile).
+pub(super) fn has_entry(digest: &str) -> bool {
+    settings().is_some_and(|s| entry_paths(&s.dir, digest).1.exists())
 }
 
 /// The compiled component for `digest`, if a valid entry is on disk.

@@ -71,7 +71,44 @@ impl LoadedPolicy {
         if from == Compiled::Compiler {
             compile_cache::store(&digest, &component);
         }
-        let pre = linker()
+        LoadedPolicy::link(component, digest, bytes.len(), imports, exports, limits)
+    }
+
+    /// Loads a component with the baseline compiler (Winch), for a new build to serve while
+    /// Cranelift compiles it: the same checks, nothing cached. `None` without a baseline engine.
+    pub fn load_baseline(bytes: &[u8], limits: CallLimits) -> Option<Result<LoadedPolicy, PolicyError>> {
+        let engine = super::engine::baseline_engine()?;
+        let load = || {
+            check_header(bytes)?;
+            let digest = digest(bytes);
+            let component = compile_with(engine, bytes)?;
+            let (imports, exports) = check_world(&component)?;
+            LoadedPolicy::link(component, digest, bytes.len(), imports, exports, limits)
+        };
+        Some(load())
+    }
+
+    /// Whether compiling `digest` with Cranelift would cost nothing (in memory or on disk).
+    pub fn is_compiled(digest: &str) -> bool {
+        CACHE.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(d, _)| d == digest)
+            || compile_cache::has_entry(digest)
+    }
+
+    /// Whether this was compiled by the baseline compiler (see [`LoadedPolicy::load_baseline`]).
+    pub fn is_baseline(&self) -> bool {
+        super::engine::is_baseline(self.pre.engine())
+    }
+
+    /// Links a checked component and calls `describe`.
+    fn link(
+        component: Component,
+        digest: String,
+        size: usize,
+        imports: Vec<String>,
+        exports: Vec<String>,
+        limits: CallLimits,
+    ) -> Result<LoadedPolicy, PolicyError> {
+        let pre = linker(component.engine())
             .instantiate_pre(&component)
             .map_err(|e| PolicyError::Incompatible(format!("the component's imports cannot be satisfied: {e:#}")))?;
         let pre = ScalingPolicyPre::new(pre)
@@ -84,7 +121,7 @@ impl LoadedPolicy {
             decide_export,
             label: format!("?@{}", &digest[..12]).into(),
             digest,
-            size: bytes.len(),
+            size,
             info: PolicyInfo { name: String::new(), version: String::new(), summary: String::new(), params: vec![] },
             imports,
             exports,
@@ -166,6 +203,11 @@ fn compile(bytes: &[u8], digest: &str) -> Result<(Component, Compiled), PolicyEr
         return Ok((component, Compiled::Disk));
     }
     compile_cache::count_miss();
+    compile_with(engine(), bytes).map(|component| (component, Compiled::Compiler))
+}
+
+/// Compiles with `engine` within `compile_timeout_ms`.
+fn compile_with(engine: &'static wasmtime::Engine, bytes: &[u8]) -> Result<Component, PolicyError> {
     if ABANDONED_COMPILE.load(Ordering::Relaxed) {
         return Err(PolicyError::InvalidComponent(
             "an earlier compile that exceeded compile_timeout_ms is still running; try again when it ends".into(),
@@ -180,7 +222,7 @@ fn compile(bytes: &[u8], digest: &str) -> Result<(Component, Compiled), PolicyEr
     std::thread::Builder::new()
         .name("ebbtide-compile".into())
         .spawn(move || {
-            let result = Component::new(engine(), &owned);
+            let result = Component::new(engine, &owned);
             let given_up = thread_given_up.lock().unwrap_or_else(|e| e.into_inner());
             if *given_up {
                 ABANDONED_COMPILE.store(false, Ordering::Relaxed);
@@ -205,9 +247,7 @@ fn compile(bytes: &[u8], digest: &str) -> Result<(Component, Compiled), PolicyEr
             }
         }
     };
-    result
-        .map(|component| (component, Compiled::Compiler))
-        .map_err(|e| PolicyError::InvalidComponent(format!("the component does not compile: {e:#}")))
+    result.map_err(|e| PolicyError::InvalidComponent(format!("the component does not compile: {e:#}")))
 }
 
 fn remember(digest: &str, component: &Component) {
@@ -221,8 +261,8 @@ fn remember(digest: &str, component: &Component) {
 /// The component must export `ebbtide:policy/policy@0.1.0` and import only what the host provides.
 fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), PolicyError> {
     let ty = component.component_type();
-    let imports: Vec<String> = ty.imports(engine()).map(|(n, _)| n.to_owned()).collect();
-    let exports: Vec<String> = ty.exports(engine()).map(|(n, _)| n.to_owned()).collect();
+    let imports: Vec<String> = ty.imports(component.engine()).map(|(n, _)| n.to_owned()).collect();
+    let exports: Vec<String> = ty.exports(component.engine()).map(|(n, _)| n.to_owned()).collect();
     if !exports.iter().any(|e| e == POLICY_EXPORT) {
         if let Some(other) = exports.iter().find(|e| e.starts_with(POLICY_EXPORT_ANY_VERSION)) {
             let version = other.rsplit('@').next().unwrap_or("unversioned");
@@ -245,11 +285,14 @@ fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), Poli
     Ok((imports, exports))
 }
 
-/// The linker every policy is prepared with: WASI (with the empty context of `sandbox`) and `host`.
-fn linker() -> &'static Linker<StoreState> {
-    static LINKER: OnceLock<Linker<StoreState>> = OnceLock::new();
-    LINKER.get_or_init(|| {
-        let mut linker = Linker::new(engine());
+/// The linker every policy is prepared with: WASI (with the empty context of `sandbox`) and `host`;
+/// one per engine.
+fn linker(engine: &wasmtime::Engine) -> &'static Linker<StoreState> {
+    static MAIN: OnceLock<Linker<StoreState>> = OnceLock::new();
+    static BASELINE: OnceLock<Linker<StoreState>> = OnceLock::new();
+    let cell = if super::engine::is_baseline(engine) { &BASELINE } else { &MAIN };
+    cell.get_or_init(|| {
+        let mut linker = Linker::new(engine);
         // Both only fail on duplicate definitions, which this function never makes.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("WASI links once");
         super::sandbox::add_virtual_sleep(&mut linker).expect("the clock overrides link once");
