@@ -4,8 +4,13 @@
 //! timings from its decision log. One run measures, interleaved round by round:
 //!
 //! - the reference: compiling the build with Cranelift in this process (the engine's settings);
-//! - a new build (served from its baseline Winch build while Cranelift compiles it), a build seen before (the in-memory cache), and the same builds after a
-//!   restart, with the disk cache (`compile_cache_dir`) and without it (the path before the cache).
+//! - the same build with the baseline compiler (Winch);
+//! - a new build (served from its Winch build while Cranelift compiles it), a build seen before (the
+//!   in-memory cache), the same builds after a restart with the disk cache (`compile_cache_dir`), and
+//!   after a restart without disk cache and Winch: the path before this work, in the same run.
+//!
+//! Each tiered swap is followed by its optimizing compile; the next swap waits for it to end, so
+//! swaps are measured one at a time.
 //!
 //! Each build arrives twice: written to the watched file (write to first decision, which includes
 //! the watch's 20 ms quiet period and the wait for the next tick) and uploaded with `POST /policy`
@@ -45,7 +50,9 @@ impl Scheduler {
         std::fs::write(&policy, first).unwrap();
         let content = format!("scaling={}", policy.display());
         let cache_dir = cache.unwrap_or(dir).to_str().unwrap();
+        // Without a cache folder: the path before this work (no disk cache, no baseline compile).
         let bound = if cache.is_some() { "compile_cache_mb=1024" } else { "compile_cache_mb=0" };
+        let baseline = if cache.is_some() { "true" } else { "false" };
         let tick = TICK_MS.to_string();
         let mut proc = Proc::start(
             dir,
@@ -65,6 +72,8 @@ impl Scheduler {
                 cache_dir,
                 "--limit",
                 bound,
+                "--baseline-compiler",
+                baseline,
             ],
         );
         let (_, admin) = proc.listening();
@@ -85,6 +94,17 @@ impl Scheduler {
         at
     }
 
+    /// Waits until no optimizing compile runs (each tiered swap starts one), so that swaps are
+    /// measured one at a time.
+    fn settle(&self) {
+        let count = |stage: &str| {
+            let (_, body) = cluster::http_get(&self.admin, "/metrics", None);
+            let prefix = format!("ebbtide_tiered_swaps_total{{stage=\"{stage}\"}} ");
+            body.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse::<u64>().unwrap())
+        };
+        wait_for("the optimized build", Duration::from_secs(30), || count("baseline") == count("optimized"));
+    }
+
     /// Writes `bytes` to the watched file; returns (write to first decision, latest tick meanwhile).
     fn write(&self, bytes: &[u8]) -> (f64, u64) {
         let tmp = self.dir.join("policy.tmp");
@@ -92,6 +112,7 @@ impl Scheduler {
         let written = unix_ms();
         std::fs::rename(&tmp, self.dir.join("policy.wasm")).unwrap();
         let served = self.first_decision(&component::digest(bytes), written);
+        self.settle();
         let times: Vec<u64> = decisions(&self.log)
             .iter()
             .map(|d| d["time_ms"].as_u64().unwrap())
@@ -110,6 +131,7 @@ impl Scheduler {
             serde_json::from_str(&reply).unwrap()
         };
         let installed = post("application/wasm", bytes)["duration_ms"].as_f64().expect("the reply has duration_ms");
+        self.settle();
         let file = self.dir.join("policy.wasm");
         post("application/json", serde_json::json!({ "scaling": file }).to_string().as_bytes());
         installed
@@ -206,7 +228,7 @@ fn main() {
         ("new build (tiered)", &mut new),
         ("seen before (memory)", &mut seen),
         ("after restart (disk)", &mut disk),
-        ("after restart (no cache)", &mut cold),
+        ("before: no disk cache, no Winch", &mut cold),
     ] {
         let (w, u) = (median(&path.write), median(&path.upload));
         println!(

@@ -47,6 +47,7 @@ pub struct SchedulerSection {
     pub history_decisions: Option<usize>,
     pub history_detail_mib: Option<usize>,
     pub compile_cache_dir: Option<PathBuf>,
+    pub baseline_compiler: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -81,6 +81,10 @@ pub struct SchedulerArgs {
     /// `--limit compile_cache_mb=N`; `compile_cache_mb=0` turns it off.
     #[arg(long, env = "EBBTIDE_COMPILE_CACHE_DIR")]
     pub compile_cache_dir: Option<PathBuf>,
+    /// Serve a new build from a quick baseline (Winch) compile while Cranelift compiles it, then
+    /// move to the Cranelift build between two decisions [default: true].
+    #[arg(long, env = "EBBTIDE_BASELINE_COMPILER", value_name = "true|false")]
+    pub baseline_compiler: Option<bool>,
 }
 
 /// Everything resolved and checked, ready to launch.
@@ -95,6 +99,8 @@ pub struct Settings {
     pub history: HistoryLimits,
     /// Where compiled policies are kept (`None`: nowhere to keep them); bounded by `compile_cache_mb`.
     pub compile_cache_dir: Option<PathBuf>,
+    /// Whether new builds serve from a baseline compile first.
+    pub baseline_compiler: bool,
 }
 
 /// The policy as configured, not loaded yet.
@@ -184,7 +190,18 @@ impl SchedulerArgs {
             .clone()
             .or(s.compile_cache_dir.clone())
             .or_else(crate::policy::compile_cache::default_dir);
-        Ok(Settings { address, core, policy, decision_log, admin, token, history, compile_cache_dir })
+        let baseline_compiler = self.baseline_compiler.or(s.baseline_compiler).unwrap_or(true);
+        Ok(Settings {
+            address,
+            core,
+            policy,
+            decision_log,
+            admin,
+            token,
+            history,
+            compile_cache_dir,
+            baseline_compiler,
+        })
     }
 
     /// What SIGHUP re-reads: the policy (source, params, limits, shadow), the allocation and the tick.
@@ -271,6 +288,7 @@ pub async fn launch(settings: Settings, reload: Option<Reload>) -> anyhow::Resul
     let rules = ReadRules { max_bytes: limits.max_policy_bytes, dirs: limits.policy_dirs.clone() };
     crate::policy::component::set_compile_timeout(std::time::Duration::from_millis(limits.compile_timeout_ms));
     crate::policy::compile_cache::configure(settings.compile_cache_dir.clone(), limits.compile_cache_mb);
+    crate::policy::engine::set_baseline_compiler(settings.baseline_compiler);
     match crate::policy::compile_cache::settings() {
         Some(c) => tracing::info!("compile cache: {} (at most {} MiB)", c.dir.display(), c.max_bytes >> 20),
         None => tracing::info!("compile cache: off (compile_cache_mb=0, or no cache folder)"),

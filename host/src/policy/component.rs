@@ -77,6 +77,9 @@ impl LoadedPolicy {
     /// Loads a component with the baseline compiler (Winch), for a new build to serve while
     /// Cranelift compiles it: the same checks, nothing cached. `None` without a baseline engine.
     pub fn load_baseline(bytes: &[u8], limits: CallLimits) -> Option<Result<LoadedPolicy, PolicyError>> {
+        if !super::engine::baseline_compiler_on() {
+            return None;
+        }
         let engine = super::engine::baseline_engine()?;
         let load = || {
             check_header(bytes)?;

@@ -60,6 +60,17 @@ pub fn baseline_engine() -> Option<&'static Engine> {
         .as_ref()
 }
 
+/// `baseline_compiler` (on by default): whether new builds may serve from a baseline build.
+static BASELINE_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+pub fn set_baseline_compiler(on: bool) {
+    BASELINE_ON.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn baseline_compiler_on() -> bool {
+    BASELINE_ON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether `engine` is the baseline one.
 pub fn is_baseline(engine: &Engine) -> bool {
     baseline_engine().is_some_and(|b| Engine::same(b, engine))
