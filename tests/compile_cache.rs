@@ -61,13 +61,17 @@ impl Scheduler {
         });
     }
 
-    /// `ebbtide_compile_cache_total{outcome="OUTCOME"}`.
-    fn cache_total(&self, outcome: &str) -> u64 {
+    /// The value of one sample of `/metrics`, e.g. `ebbtide_tiered_swaps_total{stage="baseline"}`.
+    fn sample(&self, sample: &str) -> u64 {
         let (code, body) = http_get(&self.admin, "/metrics", None);
         assert_eq!(code, 200, "{body}");
-        let prefix = format!("ebbtide_compile_cache_total{{outcome=\"{outcome}\"}} ");
-        let line = body.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {prefix}in {body}"));
+        let line = body.lines().find_map(|l| l.strip_prefix(sample)).unwrap_or_else(|| panic!("no {sample} in {body}"));
         line.trim().parse().expect("a count")
+    }
+
+    /// `ebbtide_compile_cache_total{outcome="OUTCOME"}`.
+    fn cache_total(&self, outcome: &str) -> u64 {
+        self.sample(&format!("ebbtide_compile_cache_total{{outcome=\"{outcome}\"}}"))
     }
 
     /// Whether the log says `bytes` was loaded from the cache rather than compiled.
@@ -267,22 +271,18 @@ fn a_new_build_decides_from_its_baseline_build_until_the_optimized_one_takes_ove
     write_policy(&dir, &a);
     let run = Scheduler::start(&dir, "tiered", &cache, &[]);
     run.decides_with(&a);
-    let tiered = |stage: &str| {
-        let (_, body) = http_get(&run.admin, "/metrics", None);
-        let prefix = format!("ebbtide_tiered_swaps_total{{stage=\"{stage}\"}} ");
-        body.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().parse::<u64>().unwrap())
-    };
-    assert_eq!(tiered("baseline"), Some(0), "start-up compiles with Cranelift");
+    let tiered = |stage: &str| run.sample(&format!("ebbtide_tiered_swaps_total{{stage=\"{stage}\"}}"));
+    assert_eq!(tiered("baseline"), 0, "start-up compiles with Cranelift");
 
     write_policy(&dir, &b);
     run.decides_with(&b);
     let b12 = &component::digest(&b)[..12];
-    wait_for("the optimized build to take over", Duration::from_secs(30), || tiered("optimized") == Some(1));
+    wait_for("the optimized build to take over", Duration::from_secs(30), || tiered("optimized") == 1);
     let stderr = run.proc.stderr();
     let baseline = stderr.find(&format!("swap: {b12} decides with its baseline (Winch) build"));
     let optimized = stderr.find(&format!("{b12} now decides with its optimized (Cranelift) build"));
     assert!(baseline.is_some() && optimized > baseline, "baseline first, then optimized: {stderr}");
-    assert_eq!(tiered("baseline"), Some(1));
+    assert_eq!(tiered("baseline"), 1);
     // Decisions go on, by the same build, after the takeover.
     let decided = decisions(&run.log).len();
     wait_for("decisions after the takeover", Duration::from_secs(10), || decisions(&run.log).len() > decided + 2);
@@ -294,5 +294,5 @@ fn a_new_build_decides_from_its_baseline_build_until_the_optimized_one_takes_ove
     wait_for("a to decide again", Duration::from_secs(20), || {
         decisions(&run.log).last().is_some_and(|d| d["policy_digest"] == component::digest(&a).as_str())
     });
-    assert_eq!(tiered("baseline"), Some(1), "a build seen before is not compiled again");
+    assert_eq!(tiered("baseline"), 1, "a build seen before is not compiled again");
 }
