@@ -479,7 +479,8 @@ fn idle_floods_and_non_readers_do_not_stop_normal_work() {
 }
 
 /// A policy that takes longer than compile_timeout_ms to compile is refused at the compile stage,
-/// naming the setting (here at start-up, where a 1 ms budget cannot compile any component).
+/// naming the setting (here at start-up, where a 1 ms budget cannot compile any component; the
+/// compile cache is off, so that an earlier run cannot spare this one the compile).
 #[test]
 fn a_compile_over_its_timeout_is_refused_naming_the_setting() {
     let output = std::process::Command::new(common::cluster::binary())
@@ -490,6 +491,8 @@ fn a_compile_over_its_timeout_is_refused_naming_the_setting() {
             "scaling=vanilla",
             "--limit",
             "compile_timeout_ms=1",
+            "--limit",
+            "compile_cache_mb=0",
         ])
         .output()
         .expect("the binary runs");

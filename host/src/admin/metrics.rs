@@ -51,6 +51,26 @@ pub fn render(shell: &ShellStatus, s: &Status) -> String {
             ],
         );
     }
+    let cache = crate::policy::compile_cache::counters();
+    metric(
+        "compile_cache_total",
+        "counter",
+        "Policy compilations by outcome: served from memory or disk, compiled (miss), disk entries ignored as invalid or evicted (compile_cache_mb).",
+        &[
+            (r#"{outcome="memory_hit"}"#, cache.memory_hit as f64),
+            (r#"{outcome="disk_hit"}"#, cache.disk_hit as f64),
+            (r#"{outcome="miss"}"#, cache.miss as f64),
+            (r#"{outcome="invalid"}"#, cache.invalid as f64),
+            (r#"{outcome="evicted"}"#, cache.evicted as f64),
+        ],
+    );
+    let tiers = crate::policy::compile_cache::tiers();
+    metric(
+        "tiered_swaps_total",
+        "counter",
+        "New builds served first from the baseline compiler (Winch), and optimized (Cranelift) builds that took over.",
+        &[(r#"{stage="baseline"}"#, tiers.baseline as f64), (r#"{stage="optimized"}"#, tiers.optimized as f64)],
+    );
     metric("decisions_total", "counter", "Scaling decisions made.", &[("", c.decisions as f64)]);
     let failed = labelled("kind", crate::policy::PolicyError::KINDS.iter().copied(), &c.decisions_failed_by_kind);
     metric("decisions_failed_total", "counter", "Decisions the policy failed, by kind of failure.", &borrowed(&failed));

@@ -47,6 +47,8 @@ pub struct SchedulerSection {
     pub history_decisions: Option<usize>,
     pub history_detail_mib: Option<usize>,
     pub pid_file: Option<PathBuf>,
+    pub compile_cache_dir: Option<PathBuf>,
+    pub baseline_compiler: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -81,6 +81,15 @@ pub struct SchedulerArgs {
     /// `kill -HUP $(cat FILE)` reloads the configuration of this process alone.
     #[arg(long, env = "EBBTIDE_PID_FILE")]
     pub pid_file: Option<PathBuf>,
+    /// Folder for compiled policies, so a build seen before (also before a restart) skips the
+    /// compiler [default: $XDG_CACHE_HOME/ebbtide/compiled or ~/.cache/ebbtide/compiled]. Bounded by
+    /// `--limit compile_cache_mb=N`; `compile_cache_mb=0` turns it off.
+    #[arg(long, env = "EBBTIDE_COMPILE_CACHE_DIR")]
+    pub compile_cache_dir: Option<PathBuf>,
+    /// Serve a new build from a quick baseline (Winch) compile while Cranelift compiles it, then
+    /// move to the Cranelift build between two decisions [default: true].
+    #[arg(long, env = "EBBTIDE_BASELINE_COMPILER", value_name = "true|false")]
+    pub baseline_compiler: Option<bool>,
 }
 
 /// Everything resolved and checked, ready to launch.
@@ -94,6 +103,10 @@ pub struct Settings {
     pub token: Option<String>,
     pub history: HistoryLimits,
     pub pid_file: Option<PathBuf>,
+    /// Where compiled policies are kept (`None`: nowhere to keep them); bounded by `compile_cache_mb`.
+    pub compile_cache_dir: Option<PathBuf>,
+    /// Whether new builds serve from a baseline compile first.
+    pub baseline_compiler: bool,
 }
 
 /// The policy as configured, not loaded yet.
@@ -179,7 +192,25 @@ impl SchedulerArgs {
         };
         history.validate().map_err(anyhow::Error::msg)?;
         let pid_file = self.pid_file.clone().or(s.pid_file.clone());
-        Ok(Settings { address, core, policy, decision_log, admin, token, history, pid_file })
+        
+        let compile_cache_dir = self
+            .compile_cache_dir
+            .clone()
+            .or(s.compile_cache_dir.clone())
+            .or_else(crate::policy::compile_cache::default_dir);
+        let baseline_compiler = self.baseline_compiler.or(s.baseline_compiler).unwrap_or(true);
+        Ok(Settings {
+            address,
+            core,
+            policy,
+            decision_log,
+            admin,
+            token,
+            history,
+            compile_cache_dir,
+            baseline_compiler,
+            pid_file,
+        })
     }
 
     /// What SIGHUP re-reads: the policy (source, params, limits, shadow), the allocation and the tick.
@@ -267,6 +298,12 @@ pub async fn launch(settings: Settings, reload: Option<Reload>) -> anyhow::Resul
     let limits = &settings.core.limits;
     let rules = ReadRules { max_bytes: limits.max_policy_bytes, dirs: limits.policy_dirs.clone() };
     crate::policy::component::set_compile_timeout(std::time::Duration::from_millis(limits.compile_timeout_ms));
+    crate::policy::compile_cache::configure(settings.compile_cache_dir.clone(), limits.compile_cache_mb);
+    crate::policy::engine::set_baseline_compiler(settings.baseline_compiler);
+    match crate::policy::compile_cache::settings() {
+        Some(c) => tracing::info!("compile cache: {} (at most {} MiB)", c.dir.display(), c.max_bytes >> 20),
+        None => tracing::info!("compile cache: off (compile_cache_mb=0, or no cache folder)"),
+    }
     let (policy, shadow) = tokio::task::spawn_blocking(move || spec.load(&rules)).await??;
     let policy_line = describe_policy(&policy, settings.core.allocate);
     let config = ServerConfig {

@@ -14,7 +14,7 @@ use wasmtime::{Store, Trap};
 use super::PolicyError;
 use super::bindings::{ScalingPolicy, decision_from_wit, info_from_wit, snapshot_to_wit, w};
 use super::component::LoadedPolicy;
-use super::engine::{EPOCH_TICK, engine, ticking};
+use super::engine::{EPOCH_TICK, ticking};
 use super::lowering::WireSnapshot;
 use super::sandbox::StoreState;
 
@@ -37,7 +37,7 @@ type DecideFn<'a> = TypedFunc<(&'a str, &'a WireSnapshot, &'a [u8]), (Result<w::
 impl LoadedPolicy {
     /// A new instance, created within the policy's limits.
     pub fn instantiate(&self) -> Result<Instance, PolicyError> {
-        let mut store = Store::new(engine(), StoreState::new(self.label.clone(), self.limits.memory_mib));
+        let mut store = Store::new(self.pre.engine(), StoreState::new(self.label.clone(), self.limits.memory_mib));
         store.limiter(|s| &mut s.limiter);
         self.arm(&mut store);
         let ticking = ticking();

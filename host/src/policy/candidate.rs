@@ -136,8 +136,25 @@ pub fn prepare(
     limits: ScalingLimits,
     last: Option<(&Snapshot, &[u8])>,
 ) -> Result<Candidate, Rejection> {
+    prepare_with(origin, bytes, params, limits, last, false)
+}
+
+/// [`prepare`], compiling with the baseline compiler when `baseline` (and one is available): the
+/// candidate serves at once, and its optimized build replaces it when ready (see `server::swap`).
+pub fn prepare_with(
+    origin: Origin,
+    bytes: &[u8],
+    params: String,
+    limits: ScalingLimits,
+    last: Option<(&Snapshot, &[u8])>,
+    baseline: bool,
+) -> Result<Candidate, Rejection> {
     limits.validate().map_err(|e| Rejection::new(Stage::Read, format!("[scaling.limits] {e}")))?;
-    let policy = LoadedPolicy::load(bytes, limits.call()).map_err(|e| Rejection::caused_by(load_stage(&e), e))?;
+    let loaded = match baseline.then(|| LoadedPolicy::load_baseline(bytes, limits.call())).flatten() {
+        Some(loaded) => loaded,
+        None => LoadedPolicy::load(bytes, limits.call()),
+    };
+    let policy = loaded.map_err(|e| Rejection::caused_by(load_stage(&e), e))?;
     let policy = Arc::new(policy);
     check_params(&policy, &params)?;
     dry_run(&policy, &params, last, |_, _| {})?;

@@ -1,7 +1,7 @@
 //! Loading a policy: bytes in, an immutable [`LoadedPolicy`] out, or a typed error saying why not.
 //!
 //! The pipeline: sha256 digest; header check (empty, not WebAssembly, a core module rather than a
-//! component); compile (once per digest, cached); world and version check; link (`InstancePre`);
+//! component); compile (once per digest: cached in memory and on disk, see `compile_cache`); world and version check; link (`InstancePre`);
 //! `describe()` within the limits. A `LoadedPolicy` is prepared once and instantiated per call.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
 use super::bindings::{POLICY_EXPORT, POLICY_EXPORT_ANY_VERSION, ScalingPolicy, ScalingPolicyPre, WORLD};
+use super::compile_cache;
 use super::engine::engine;
 use super::limits::CallLimits;
 use super::sandbox::StoreState;
@@ -61,13 +62,56 @@ impl LoadedPolicy {
     pub fn load(bytes: &[u8], limits: CallLimits) -> Result<LoadedPolicy, PolicyError> {
         check_header(bytes)?;
         let digest = digest(bytes);
-        let (component, cached) = compile(bytes, &digest)?;
+        let (component, from) = compile(bytes, &digest)?;
         let (imports, exports) = check_world(&component)?;
-        if !cached {
-            // Only what passed the world check is kept.
+        // Only what passed the world check is kept.
+        if from != Compiled::Memory {
             remember(&digest, &component);
         }
-        let pre = linker()
+        if from == Compiled::Compiler {
+            compile_cache::store(&digest, &component);
+        }
+        LoadedPolicy::link(component, digest, bytes.len(), imports, exports, limits)
+    }
+
+    /// Loads a component with the baseline compiler (Winch), for a new build to serve while
+    /// Cranelift compiles it: the same checks, nothing cached. `None` without a baseline engine.
+    pub fn load_baseline(bytes: &[u8], limits: CallLimits) -> Option<Result<LoadedPolicy, PolicyError>> {
+        if !super::engine::baseline_compiler_on() {
+            return None;
+        }
+        let engine = super::engine::baseline_engine()?;
+        let load = || {
+            check_header(bytes)?;
+            let digest = digest(bytes);
+            let component = compile_with(engine, bytes)?;
+            let (imports, exports) = check_world(&component)?;
+            LoadedPolicy::link(component, digest, bytes.len(), imports, exports, limits)
+        };
+        Some(load())
+    }
+
+    /// Whether compiling `digest` with Cranelift would cost nothing (in memory or on disk).
+    pub fn is_compiled(digest: &str) -> bool {
+        CACHE.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(d, _)| d == digest)
+            || compile_cache::has_entry(digest)
+    }
+
+    /// Whether this was compiled by the baseline compiler (see [`LoadedPolicy::load_baseline`]).
+    pub fn is_baseline(&self) -> bool {
+        super::engine::is_baseline(self.pre.engine())
+    }
+
+    /// Links a checked component and calls `describe`.
+    fn link(
+        component: Component,
+        digest: String,
+        size: usize,
+        imports: Vec<String>,
+        exports: Vec<String>,
+        limits: CallLimits,
+    ) -> Result<LoadedPolicy, PolicyError> {
+        let pre = linker(component.engine())
             .instantiate_pre(&component)
             .map_err(|e| PolicyError::Incompatible(format!("the component's imports cannot be satisfied: {e:#}")))?;
         let pre = ScalingPolicyPre::new(pre)
@@ -80,7 +124,7 @@ impl LoadedPolicy {
             decide_export,
             label: format!("?@{}", &digest[..12]).into(),
             digest,
-            size: bytes.len(),
+            size,
             info: PolicyInfo { name: String::new(), version: String::new(), summary: String::new(), params: vec![] },
             imports,
             exports,
@@ -144,11 +188,29 @@ pub fn set_compile_timeout(timeout: Duration) {
     COMPILE_TIMEOUT_MS.store(timeout.as_millis() as u64, Ordering::Relaxed);
 }
 
-/// The compiled component, and whether it came from the cache.
-fn compile(bytes: &[u8], digest: &str) -> Result<(Component, bool), PolicyError> {
+/// Where a compiled component came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Compiled {
+    Memory,
+    Disk,
+    Compiler,
+}
+
+/// The compiled component, from the in-memory cache, the disk cache or the compiler.
+fn compile(bytes: &[u8], digest: &str) -> Result<(Component, Compiled), PolicyError> {
     if let Some((_, c)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(d, _)| d == digest) {
-        return Ok((c.clone(), true));
+        compile_cache::count_memory_hit();
+        return Ok((c.clone(), Compiled::Memory));
     }
+    if let Some(component) = compile_cache::load(digest) {
+        return Ok((component, Compiled::Disk));
+    }
+    compile_cache::count_miss();
+    compile_with(engine(), bytes).map(|component| (component, Compiled::Compiler))
+}
+
+/// Compiles with `engine` within `compile_timeout_ms`.
+fn compile_with(engine: &'static wasmtime::Engine, bytes: &[u8]) -> Result<Component, PolicyError> {
     if ABANDONED_COMPILE.load(Ordering::Relaxed) {
         return Err(PolicyError::InvalidComponent(
             "an earlier compile that exceeded compile_timeout_ms is still running; try again when it ends".into(),
@@ -163,7 +225,7 @@ fn compile(bytes: &[u8], digest: &str) -> Result<(Component, bool), PolicyError>
     std::thread::Builder::new()
         .name("ebbtide-compile".into())
         .spawn(move || {
-            let result = Component::new(engine(), &owned);
+            let result = Component::new(engine, &owned);
             let given_up = thread_given_up.lock().unwrap_or_else(|e| e.into_inner());
             if *given_up {
                 ABANDONED_COMPILE.store(false, Ordering::Relaxed);
@@ -188,9 +250,7 @@ fn compile(bytes: &[u8], digest: &str) -> Result<(Component, bool), PolicyError>
             }
         }
     };
-    result
-        .map(|component| (component, false))
-        .map_err(|e| PolicyError::InvalidComponent(format!("the component does not compile: {e:#}")))
+    result.map_err(|e| PolicyError::InvalidComponent(format!("the component does not compile: {e:#}")))
 }
 
 fn remember(digest: &str, component: &Component) {
@@ -204,8 +264,8 @@ fn remember(digest: &str, component: &Component) {
 /// The component must export `ebbtide:policy/policy@0.1.0` and import only what the host provides.
 fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), PolicyError> {
     let ty = component.component_type();
-    let imports: Vec<String> = ty.imports(engine()).map(|(n, _)| n.to_owned()).collect();
-    let exports: Vec<String> = ty.exports(engine()).map(|(n, _)| n.to_owned()).collect();
+    let imports: Vec<String> = ty.imports(component.engine()).map(|(n, _)| n.to_owned()).collect();
+    let exports: Vec<String> = ty.exports(component.engine()).map(|(n, _)| n.to_owned()).collect();
     if !exports.iter().any(|e| e == POLICY_EXPORT) {
         if let Some(other) = exports.iter().find(|e| e.starts_with(POLICY_EXPORT_ANY_VERSION)) {
             let version = other.rsplit('@').next().unwrap_or("unversioned");
@@ -228,11 +288,14 @@ fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), Poli
     Ok((imports, exports))
 }
 
-/// The linker every policy is prepared with: WASI (with the empty context of `sandbox`) and `host`.
-fn linker() -> &'static Linker<StoreState> {
-    static LINKER: OnceLock<Linker<StoreState>> = OnceLock::new();
-    LINKER.get_or_init(|| {
-        let mut linker = Linker::new(engine());
+/// The linker every policy is prepared with: WASI (with the empty context of `sandbox`) and `host`;
+/// one per engine.
+fn linker(engine: &wasmtime::Engine) -> &'static Linker<StoreState> {
+    static MAIN: OnceLock<Linker<StoreState>> = OnceLock::new();
+    static BASELINE: OnceLock<Linker<StoreState>> = OnceLock::new();
+    let cell = if super::engine::is_baseline(engine) { &BASELINE } else { &MAIN };
+    cell.get_or_init(|| {
+        let mut linker = Linker::new(engine);
         // Both only fail on duplicate definitions, which this function never makes.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("WASI links once");
         super::sandbox::add_virtual_sleep(&mut linker).expect("the clock overrides link once");

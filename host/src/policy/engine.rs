@@ -2,12 +2,13 @@
 //!
 //! One engine per process: compiled components can only be used with the engine that compiled them,
 //! and the pooling allocator reserves its address space up front, so sharing one engine keeps both
-//! the cache and the reservation single. Every default below states its trade-off.
+//! the cache and the reservation single. The exception is the baseline engine (Winch, a small pool),
+//! which a new build serves from while Cranelift compiles it. Every default below states its trade-off.
 
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Strategy};
 
 /// How often the epoch advances while a call runs. A call's deadline is a whole number of ticks, so
 /// this is the granularity of timeouts: 2 ms keeps a 100 ms deadline within 2%. The ticker thread
@@ -29,6 +30,52 @@ pub fn engine() -> &'static Engine {
     })
 }
 
+/// The baseline engine: Winch instead of Cranelift, for tiered swaps. Winch compiles a component
+/// about eight times faster and its code decides 1.2 to 1.5 times slower, so a new build serves
+/// from it until its Cranelift build (from [`engine`]) is ready. Its components are never cached.
+/// `None` where Winch does not run (it targets x86_64 only) or refuses this configuration.
+pub fn baseline_engine() -> Option<&'static Engine> {
+    static ENGINE: OnceLock<Option<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            if !cfg!(target_arch = "x86_64") {
+                return None;
+            }
+            let mut config = config();
+            config.strategy(Strategy::Winch);
+            // A baseline build serves for the seconds its optimized build takes: a small pool keeps
+            // the second address-space reservation small.
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(baseline_pooling()));
+            match Engine::new(&config) {
+                Ok(engine) => {
+                    start_epoch_ticker(&engine);
+                    Some(engine)
+                }
+                Err(e) => {
+                    tracing::warn!("no baseline compiler (Winch): {e:#}; new builds wait for Cranelift");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// `baseline_compiler` (on by default): whether new builds may serve from a baseline build.
+static BASELINE_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+pub fn set_baseline_compiler(on: bool) {
+    BASELINE_ON.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn baseline_compiler_on() -> bool {
+    BASELINE_ON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether `engine` is the baseline one.
+pub fn is_baseline(engine: &Engine) -> bool {
+    baseline_engine().is_some_and(|b| Engine::same(b, engine))
+}
+
 fn config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -46,6 +93,16 @@ fn config() -> Config {
     // what a policy author needs; a few frames are enough and keep messages short.
     config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(16));
     config
+}
+
+/// A sixteenth of the main pool: a decision, a dry run and `describe` at a time, with room to spare.
+fn baseline_pooling() -> PoolingAllocationConfig {
+    let mut pool = pooling();
+    pool.total_component_instances(8);
+    pool.total_core_instances(64);
+    pool.total_memories(16);
+    pool.total_tables(64);
+    pool
 }
 
 fn pooling() -> PoolingAllocationConfig {

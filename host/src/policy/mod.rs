@@ -4,6 +4,7 @@
 //! - [`limits`]: the per-call limits and their defaults.
 //! - [`sandbox`]: the empty, deterministic environment a guest runs in.
 //! - [`component`]: bytes to an immutable [`LoadedPolicy`] (digest, checks, `InstancePre`).
+//! - [`compile_cache`]: compiled components on disk, verified before use.
 //! - [`call`]: calls under limits, fresh or reused instances ([`Decider`]).
 //! - [`builtin`], [`source`]: the embedded built-ins and how policies are named.
 //! - [`candidate`]: the swap pipeline a new policy passes before it replaces the active one.
@@ -16,6 +17,7 @@ pub mod bindings;
 pub mod builtin;
 pub mod call;
 pub mod candidate;
+pub mod compile_cache;
 pub mod component;
 pub mod engine;
 mod error;

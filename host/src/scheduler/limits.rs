@@ -55,6 +55,9 @@ pub struct Limits {
     pub compile_timeout_ms: u64,
     /// Swap requests waiting for the swap thread; more are refused naming this setting.
     pub swap_queue: usize,
+    /// Disk space for compiled policies (`compile_cache_dir`), in MiB; the least recently used
+    /// entries are removed past it. 0 turns the disk cache off.
+    pub compile_cache_mb: u64,
     /// When not empty, the only folders a policy path may be read from (through a swap request).
     pub policy_dirs: Vec<PathBuf>,
 
@@ -92,6 +95,7 @@ impl Default for Limits {
             max_policy_bytes: 32 << 20,
             compile_timeout_ms: 120_000,
             swap_queue: 8,
+            compile_cache_mb: 256,
             policy_dirs: Vec::new(),
             admin_header_timeout_ms: 10_000,
             admin_body_timeout_ms: 30_000,

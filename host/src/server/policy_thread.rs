@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 
 use super::swap::Ticket;
 use super::{Event, PolicyStatus};
-use crate::policy::Decider;
 use crate::policy::candidate::Candidate;
+use crate::policy::{Decider, LoadedPolicy};
 use crate::scheduler::record::DecidedBy;
 use crate::scheduler::{DecisionFailure, Input};
 
@@ -29,6 +29,9 @@ pub enum PolicyJob {
     Decide(DecideJob),
     /// Replace the active policy (it passed the swap pipeline).
     Install(Box<Candidate>, Ticket),
+    /// The optimized build of the active policy, which serves from its baseline build: replaces it
+    /// if it is still active (same digest), between two decisions.
+    Optimized(Arc<LoadedPolicy>),
 }
 
 /// The snapshot and state of the last decision: what a candidate's dry run decides on.
@@ -68,6 +71,23 @@ struct Active {
 impl Active {
     fn new(candidate: Candidate) -> Self {
         Active { policy: Deciding::new(&candidate, false), candidate, failures: 0, fallback: None }
+    }
+
+    /// Moves the policy to its optimized build when `optimized` is the one serving from its baseline
+    /// build; the decisions, the failure count and the fallback go on as they were.
+    fn optimize(&mut self, optimized: Arc<LoadedPolicy>) {
+        let current = &self.candidate.policy;
+        if current.digest != optimized.digest || !current.is_baseline() {
+            return; // Replaced by another swap meanwhile.
+        }
+        tracing::info!(
+            "swap: {} {} now decides with its optimized (Cranelift) build",
+            optimized.info.name,
+            &optimized.digest[..12]
+        );
+        crate::policy::compile_cache::count_optimized();
+        self.candidate.policy = optimized;
+        self.policy = Deciding::new(&self.candidate, false);
     }
 
     /// Decides with the policy, or the fallback once engaged. Returns the outcome, who decided, and
@@ -120,6 +140,10 @@ pub fn spawn(
             let mut active = Active::new(initial);
             for job in rx {
                 let event = match job {
+                    PolicyJob::Optimized(policy) => {
+                        active.optimize(policy);
+                        continue;
+                    }
                     PolicyJob::Install(candidate, ticket) => {
                         active = Active::new(*candidate);
                         let status = PolicyStatus::of(&active.candidate);

@@ -16,7 +16,7 @@ use super::policy_thread::{LastSnapshot, PolicyJob};
 use super::shell_status::{SwapOutcome, unix_ms};
 use super::watch::FileWatch;
 use crate::policy::candidate::{self, Candidate, Origin, Rejection};
-use crate::policy::{PolicySource, ReadRules, ScalingLimits, component};
+use crate::policy::{LoadedPolicy, PolicySource, ReadRules, ScalingLimits, component};
 
 /// What asked for a swap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,11 +127,16 @@ pub(crate) fn spawn(
             for job in rx {
                 let Some(outcome) = run(job, &mut configured, &last, &rules) else { continue };
                 match outcome {
-                    Ok((candidate, ticket)) => {
+                    Ok((candidate, ticket, bytes)) => {
                         // Watch the new file before the swap is reported, so that a change right
                         // after the report is seen.
                         rewatch(&mut watch, &configured.origin, &own_jobs);
+                        let baseline = candidate.policy.is_baseline();
+                        let limits = candidate.limits.call();
                         let _ = policy_jobs.send(PolicyJob::Install(candidate, ticket));
+                        if baseline {
+                            optimize(bytes, limits, policy_jobs.clone());
+                        }
                     }
                     Err(rejected) => {
                         if events.send(Event::SwapRejected(rejected)).is_err() {
@@ -145,14 +150,45 @@ pub(crate) fn spawn(
     tx
 }
 
+/// Compiles the optimized build of a candidate that serves from its baseline build, on its own
+/// thread (the next swap need not wait for it), and hands it to the policy thread.
+fn optimize(
+    bytes: std::sync::Arc<Vec<u8>>,
+    limits: crate::policy::CallLimits,
+    policy_jobs: std_mpsc::Sender<PolicyJob>,
+) {
+    let spawned = std::thread::Builder::new().name("ebbtide-optimize".into()).spawn(move || {
+        let started = Instant::now();
+        match LoadedPolicy::load(&bytes, limits) {
+            Ok(policy) => {
+                tracing::info!(
+                    "swap: the optimized build of {} {} compiled in {:.0} ms",
+                    policy.info.name,
+                    &policy.digest[..12],
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                let _ = policy_jobs.send(PolicyJob::Optimized(std::sync::Arc::new(policy)));
+            }
+            Err(e) => tracing::warn!("swap: no optimized build ({e}); the baseline build keeps deciding"),
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("swap: cannot start the optimizing compile ({e}); the baseline build keeps deciding");
+    }
+}
+
+/// A swap's candidate, the ticket it travels with, and its bytes.
+type Passed = (Box<Candidate>, Ticket, std::sync::Arc<Vec<u8>>);
+
 /// One request through the pipeline. `None`: nothing to report (a file that has not changed, or is
-/// still being written); `Ok`: the candidate to install; `Err`: rejected.
+/// still being written); `Ok`: the candidate to install; `Err`: rejected. A build that would need
+/// compiling is compiled with the baseline compiler, so it decides sooner (see [`optimize`]).
 fn run(
     job: SwapJob,
     configured: &mut Configured,
     last: &LastSnapshot,
     rules: &ReadRules,
-) -> Option<Result<(Box<Candidate>, Ticket), Rejected>> {
+) -> Option<Result<Passed, Rejected>> {
     let SwapJob { request, ticket, seen } = job;
     let origin = request.origin.unwrap_or_else(|| configured.origin.clone());
     let params = request.params.unwrap_or_else(|| configured.params.clone());
@@ -162,12 +198,14 @@ fn run(
         Ok(bytes) => bytes,
         Err(rejection) => return Some(Err(Box::new((ticket, label, rejection)))),
     };
-    if ticket.trigger == SwapTrigger::File && component::digest(&bytes) == configured.digest {
+    let digest = component::digest(&bytes);
+    if ticket.trigger == SwapTrigger::File && digest == configured.digest {
         return None; // Touched, or rewritten with the same bytes.
     }
     let last = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let dry_run = last.as_ref().map(|(snapshot, state)| (&**snapshot, state.as_slice()));
-    match candidate::prepare(origin.clone(), &bytes, params.clone(), limits.clone(), dry_run) {
+    let baseline = !LoadedPolicy::is_compiled(&digest);
+    match candidate::prepare_with(origin.clone(), &bytes, params.clone(), limits.clone(), dry_run, baseline) {
         Ok(candidate) => {
             tracing::info!(
                 "swap ({}): {} {} from {label} passed every stage; installing",
@@ -175,8 +213,15 @@ fn run(
                 candidate.policy.info.name,
                 &candidate.policy.digest[..12]
             );
+            if candidate.policy.is_baseline() {
+                crate::policy::compile_cache::count_baseline();
+                tracing::info!(
+                    "swap: {} decides with its baseline (Winch) build until Cranelift has compiled it",
+                    &digest[..12]
+                );
+            }
             *configured = Configured { origin, params, limits, digest: candidate.policy.digest.clone() };
-            Some(Ok((Box::new(candidate), ticket)))
+            Some(Ok((Box::new(candidate), ticket, bytes)))
         }
         Err(rejection) => {
             if still_changing(&origin, seen) {
