@@ -37,6 +37,7 @@ pub struct SchedulerSection {
     pub pressure_delay_ms: Option<u64>,
     pub start_timeout_ms: Option<u64>,
     pub heartbeat_timeout_ms: Option<u64>,
+    pub worker_prefetch: Option<usize>,
     pub max_starts_per_tick: Option<u32>,
     pub max_shutdowns_per_tick: Option<u32>,
     pub token: Option<String>,

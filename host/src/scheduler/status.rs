@@ -138,7 +138,7 @@ impl Scheduler {
                 groups: self.groups.values().filter(|g| g.adapter.as_deref() == Some(id)).count(),
             })
             .collect();
-        let pending = self.pending_count();
+        let pending: usize = self.demand().values().map(|d| d.pending as usize).sum();
         Status {
             decisions_in_flight: self.in_flight.is_some(),
             last_decision: self.last_decision.clone(),
