@@ -177,3 +177,25 @@ impl Held {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Held;
+
+    #[test]
+    fn a_cancelled_waiting_task_is_answered_at_once_and_skipped_and_the_running_one_is_stopped() {
+        let mut held = Held::default();
+        held.ids.extend([1, 2, 3]);
+        let mut stop = held.start(1).expect("1 runs");
+        assert!(held.cancel(2), "2 waits: dropped, answered by the caller");
+        assert_eq!(held.ids, [1, 3], "the heartbeat lists what is still held");
+        assert!(!held.cancel(1), "1 runs: stopped, answered by the runner");
+        assert!(stop.try_recv().is_ok());
+        held.finish(1);
+        assert!(held.start(2).is_none(), "the runner skips 2");
+        assert!(held.start(3).is_some());
+        assert!(!held.cancel(9), "a stale cancel is ignored");
+        held.finish(3);
+        assert!(held.ids.is_empty() && held.dropped.is_empty());
+    }
+}
