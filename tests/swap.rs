@@ -310,8 +310,7 @@ fn replay_uses_the_build_that_made_each_line() {
     let dir = common::temp_dir("replay-builds");
     let log = dir.join("decisions.jsonl");
     let policy = dir.join("policy.wasm");
-    let (old, new) =
-        (common::tagged(&builtin_bytes("vanilla"), "one"), common::tagged(&builtin_bytes("vanilla"), "two"));
+    let (old, new) = (common::tagged(&builtin_bytes("vanilla"), "one"), common::tagged(&builtin_bytes("vanilla"), "two"));
     std::fs::write(&policy, &old).unwrap();
     let tables = format!("[scaling.params]\nupper_task_ratio = 2\n\n{NATIVE_ADAPTER}");
     let config = config("scaling=policy.wasm", 50, Some(&log), &tables);
@@ -329,11 +328,8 @@ fn replay_uses_the_build_that_made_each_line() {
     std::fs::write(&copy, &text[..text.rfind('\n').map_or(0, |i| i + 1)]).unwrap();
     let recorded = decisions(&copy);
     let old_digest = component::digest(&old);
-    let old_seqs: Vec<u64> = recorded
-        .iter()
-        .filter(|d| d["policy_digest"] == old_digest.as_str())
-        .map(|d| d["seq"].as_u64().unwrap())
-        .collect();
+    let old_seqs: Vec<u64> =
+        recorded.iter().filter(|d| d["policy_digest"] == old_digest.as_str()).map(|d| d["seq"].as_u64().unwrap()).collect();
     assert!(!old_seqs.is_empty() && old_seqs.len() < recorded.len(), "the log spans both builds");
 
     let replay = |extra: &[&str]| {
@@ -347,10 +343,7 @@ fn replay_uses_the_build_that_made_each_line() {
     assert_eq!(last - first + 1, old_seqs.len() as u64, "the old build's lines are one run");
     assert!(output.contains(&format!("seq {first} (")) && output.contains("SKIPPED"), "{output}");
     assert!(
-        output.contains(&format!(
-            "skipped {} decisions whose build is not available: seq {first}-{last}",
-            old_seqs.len()
-        )),
+        output.contains(&format!("skipped {} decisions whose build is not available: seq {first}-{last}", old_seqs.len())),
         "{output}"
     );
     let newer = recorded.len() - old_seqs.len();

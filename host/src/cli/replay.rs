@@ -202,7 +202,8 @@ fn ranges(seqs: &[u64]) -> String {
             _ => runs.push((seq, seq)),
         }
     }
-    let runs: Vec<String> = runs.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+    let runs: Vec<String> =
+        runs.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
     runs.join(", ")
 }
 
