@@ -312,6 +312,39 @@ fn cancel_stops_the_whole_process_group_and_frees_the_worker() {
     let _ = worker.wait();
 }
 
+/// A task cancelled while it waits behind the running one (prefetched) is dropped by the worker unrun,
+/// and the worker goes on with the next.
+#[test]
+fn a_cancelled_prefetched_task_never_runs() {
+    let dir = common::temp_dir("hardening-cancel-prefetched");
+    let (_proc, address, admin) = scheduler(&dir, "scheduler", &["--worker-prefetch", "4"]);
+    let mut worker = std::process::Command::new(common::cluster::binary())
+        .args(["worker", &address, "--allow-exec"])
+        .stderr(std::fs::File::create(dir.join("worker.stderr")).unwrap())
+        .spawn()
+        .expect("worker starts");
+    wait_for("the worker", Duration::from_secs(10), || status(&admin)["workers"] == 1);
+    let marker = dir.join("ran");
+    let mut client = RawPeer::join(&address, Role::Client, "");
+    client.send(&task(1, "sleep", "1500"));
+    client.send(&task(2, "exec", &format!("touch {}", marker.display())));
+    wait_for("task 2 prefetched behind task 1", Duration::from_secs(10), || status(&admin)["tasks"]["prefetched"] == 1);
+    client.send(&Message::TaskCancel(2));
+    client.send(&task(3, "echo", "after"));
+    let mut results = Vec::new();
+    while results.len() < 3 {
+        match client.recv() {
+            Some(Message::TaskResult(r)) => results.push((r.id, r.status)),
+            other => panic!("expected results, got {other:?}"),
+        }
+    }
+    assert_eq!(results, [(2, TaskStatus::Cancelled), (1, TaskStatus::Done), (3, TaskStatus::Done)]);
+    assert!(!marker.exists(), "the cancelled task ran");
+    assert_eq!(status(&admin)["counters"]["protocol_violations"], serde_json::json!({}), "its answer is no violation");
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
 /// A task that kills every worker it lands on fails after max_task_attempts, naming the attempts,
 /// instead of taking the fleet down one worker at a time for ever.
 #[test]

@@ -133,6 +133,28 @@ fn a_killed_worker_loses_no_task() {
     assert!(status(&admin)["counters"]["tasks_requeued"].as_u64().unwrap() >= 1);
 }
 
+#[test]
+fn a_worker_killed_while_holding_prefetched_tasks_loses_none() {
+    let dir = common::temp_dir("sigkill-prefetch");
+    let (_scheduler, address, admin, workers) = scheduler_with_workers(&dir, &["--worker-prefetch", "5"], 1);
+    wait_for("1 worker", Duration::from_secs(10), || workers_connected(&admin, None) == 1);
+    let submit_to = address.clone();
+    let client =
+        std::thread::spawn(move || submit(&submit_to, &["--function", "sleep", "--payload", "2000", "--count", "5"]));
+    wait_for("one task running and four prefetched behind it", Duration::from_secs(10), || {
+        let tasks = &status(&admin)["tasks"];
+        (tasks["running"].as_u64(), tasks["prefetched"].as_u64()) == (Some(1), Some(4))
+    });
+    workers[0].signal(libc::SIGKILL);
+    wait_for("the worker's loss", Duration::from_secs(10), || workers_connected(&admin, None) == 0);
+    let tasks = &status(&admin)["tasks"];
+    assert_eq!((tasks["pending"].as_u64(), tasks["prefetched"].as_u64()), (Some(5), Some(0)), "{tasks}");
+    let _another = Proc::start(&dir, "another", &["worker", &address]);
+    let summary = client.join().unwrap();
+    assert_eq!((summary["done"].as_u64(), summary["failed"].as_u64()), (Some(5), Some(0)), "{summary}");
+    assert_eq!(status(&admin)["counters"]["tasks_requeued"], 5, "the running task and the four prefetched");
+}
+
 /// Opens a raw connection, sends `bytes` (then ends the stream when `hang_up`), and reports whether
 /// the scheduler closed it within 5 s.
 fn closed_after(address: &str, bytes: &[u8], hang_up: bool) -> bool {

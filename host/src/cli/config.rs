@@ -37,6 +37,7 @@ pub struct SchedulerSection {
     pub pressure_delay_ms: Option<u64>,
     pub start_timeout_ms: Option<u64>,
     pub heartbeat_timeout_ms: Option<u64>,
+    pub worker_prefetch: Option<usize>,
     pub max_starts_per_tick: Option<u32>,
     pub max_shutdowns_per_tick: Option<u32>,
     pub token: Option<String>,
@@ -213,6 +214,20 @@ mod tests {
             FileConfig::parse("[[adapter]]\ntype = \"slurm\"\n[adapter.slurm]\nqueue = \"x\"\n").unwrap_err()
         );
         assert!(e.contains("unknown field `queue`") && e.contains("partition"), "{e}");
+    }
+
+    #[test]
+    fn worker_prefetch_comes_from_the_file_or_the_flag_and_a_bad_value_is_named() {
+        use crate::cli::scheduler::SchedulerArgs;
+        let file = FileConfig::parse("[scheduler]\nworker_prefetch = 3\n").unwrap();
+        assert_eq!(SchedulerArgs::default().resolve(&file, None).unwrap().core.worker_prefetch, 3);
+        let flag = SchedulerArgs { worker_prefetch: Some(1), ..Default::default() };
+        assert_eq!(flag.resolve(&file, None).unwrap().core.worker_prefetch, 1, "the flag wins");
+        let default = SchedulerArgs::default().resolve(&FileConfig::default(), None).unwrap();
+        assert_eq!(default.core.worker_prefetch, crate::scheduler::config::DEFAULT_WORKER_PREFETCH);
+        let zero = SchedulerArgs { worker_prefetch: Some(0), ..Default::default() };
+        let e = format!("{:#}", zero.resolve(&file, None).err().expect("0 is refused"));
+        assert!(e.contains("worker_prefetch") && e.contains("got 0") && e.contains("1 (one task at a time)"), "{e}");
     }
 
     #[test]

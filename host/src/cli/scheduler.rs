@@ -11,6 +11,7 @@ use super::pid_file::PidFile;
 use crate::policy::candidate::{self, Candidate, Origin, Rejection, Stage};
 use crate::policy::{PolicySource, ReadRules, ScalingLimits};
 use crate::protocol::Address;
+use crate::scheduler::config::MAX_WORKER_PREFETCH;
 use crate::scheduler::{Allocate, CoreConfig, Tokens};
 use crate::server::history::HistoryLimits;
 use crate::server::swap::{SwapRequest, SwapTrigger};
@@ -45,6 +46,11 @@ pub struct SchedulerArgs {
     /// A worker or adapter silent this long is taken as dead [default: 10000].
     #[arg(long, env = "EBBTIDE_HEARTBEAT_TIMEOUT_MS")]
     pub heartbeat_timeout_ms: Option<u64>,
+    /// Tasks a worker may hold at once: the one it runs and the rest prefetched behind it, so that
+    /// its next task is already there when one ends; idle workers are always served first. 1: one
+    /// task at a time [default: 8].
+    #[arg(long, env = "EBBTIDE_WORKER_PREFETCH")]
+    pub worker_prefetch: Option<usize>,
     /// Host cap on starts per decision, whatever the policy asks [default: 1000].
     #[arg(long, env = "EBBTIDE_MAX_STARTS_PER_TICK")]
     pub max_starts_per_tick: Option<u32>,
@@ -167,6 +173,13 @@ impl SchedulerArgs {
             self.max_starts_per_tick.or(s.max_starts_per_tick).unwrap_or(core.max_starts_per_tick);
         core.max_shutdowns_per_tick =
             self.max_shutdowns_per_tick.or(s.max_shutdowns_per_tick).unwrap_or(core.max_shutdowns_per_tick);
+        core.worker_prefetch = self.worker_prefetch.or(s.worker_prefetch).unwrap_or(core.worker_prefetch);
+        if !(1..=MAX_WORKER_PREFETCH).contains(&core.worker_prefetch) {
+            bail!(
+                "worker_prefetch: expected 1 (one task at a time) to {MAX_WORKER_PREFETCH}, got {}",
+                core.worker_prefetch
+            );
+        }
         for (name, value, min) in [
             ("start_timeout_ms", core.start_timeout_ms, 100),
             ("heartbeat_timeout_ms", core.heartbeat_timeout_ms, 2000),

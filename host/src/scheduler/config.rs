@@ -33,6 +33,14 @@ impl Allocate {
     }
 }
 
+/// The default `worker_prefetch`: enough that a worker of short tasks never waits for the scheduler
+/// between two tasks (see the throughput figures in the README), few enough that a scale-up finds
+/// little work already promised to busy workers (and that little is taken back, see
+/// [`super::holding`]).
+pub const DEFAULT_WORKER_PREFETCH: usize = 8;
+/// The largest `worker_prefetch` accepted.
+pub const MAX_WORKER_PREFETCH: usize = 1024;
+
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
     pub allocate: Allocate,
@@ -44,6 +52,10 @@ pub struct CoreConfig {
     pub start_timeout_ms: u64,
     /// A worker or adapter silent for this long is taken as dead.
     pub heartbeat_timeout_ms: u64,
+    /// Tasks a worker may hold at once: the one it runs and up to `worker_prefetch - 1` waiting
+    /// behind it, so that its next task is already there when one ends (1: one task at a time).
+    /// Idle workers are always served first; see [`super::holding`].
+    pub worker_prefetch: usize,
     /// Host-level caps on each decision (H4), whatever the policy asks.
     pub max_starts_per_tick: u32,
     pub max_shutdowns_per_tick: u32,
@@ -63,6 +75,7 @@ impl Default for CoreConfig {
             pressure_delay_ms: 5,
             start_timeout_ms: 30_000,
             heartbeat_timeout_ms: 10_000,
+            worker_prefetch: DEFAULT_WORKER_PREFETCH,
             max_starts_per_tick: 1000,
             max_shutdowns_per_tick: 1000,
             tokens: Tokens::default(),

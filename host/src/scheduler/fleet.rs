@@ -34,13 +34,21 @@ impl Scheduler {
         let identity = self.identity(peer);
         tracing::debug!(peer, %identity, group, "worker registered");
         let gauges = super::metrics::keep_gauges(peer, hb.gauges);
-        let worker =
-            Worker { identity, group, capabilities: hb.capabilities, task: None, last_seen_ms: self.now_ms, gauges };
+        let worker = Worker {
+            identity,
+            group,
+            capabilities: hb.capabilities,
+            held: Default::default(),
+            revoked: Vec::new(),
+            listed: None,
+            last_seen_ms: self.now_ms,
+            gauges,
+        };
         self.workers.insert(peer, worker);
         let g = self.groups.get_mut(&group).expect("chosen above");
         g.workers.insert(peer);
         if g.phase != GroupPhase::Draining {
-            self.idle.insert(peer);
+            self.reindex(peer);
             self.recheck_unrunnable();
             self.feed(peer);
         }
@@ -107,27 +115,12 @@ impl Scheduler {
         }
     }
 
-    /// The worker's task is finished (or gone): it is free again.
-    pub(super) fn release_worker(&mut self, peer: PeerId) {
-        let now = self.now_ms;
-        let Some(w) = self.workers.get_mut(&peer) else { return };
-        if w.task.take().is_none() {
-            return;
-        }
-        let Some(g) = self.groups.get_mut(&w.group) else { return };
-        g.busy = g.busy.saturating_sub(1);
-        if g.busy == 0 {
-            g.idle_since_ms = now;
-        }
-        if g.phase != GroupPhase::Draining {
-            self.idle.insert(peer);
-            self.feed(peer);
-        }
-    }
-
     pub(super) fn remove_worker(&mut self, peer: PeerId, reason: &str) {
         let Some(w) = self.workers.remove(&peer) else { return };
         self.idle.remove(&peer);
+        if let Some(key) = w.listed {
+            self.loaded.remove(&key);
+        }
         // A worker leaving a group that is gone or draining is expected (logged with the group); one
         // leaving a live group is a lost worker, which an operator wants to see.
         match self.groups.get(&w.group).map(|g| g.phase) {
@@ -138,7 +131,7 @@ impl Scheduler {
         }
         if let Some(g) = self.groups.get_mut(&w.group) {
             g.workers.remove(&peer);
-            if w.task.is_some() {
+            if !w.held.is_empty() {
                 g.busy = g.busy.saturating_sub(1);
             }
             if g.adapter.is_none() && g.workers.is_empty() {
@@ -147,11 +140,10 @@ impl Scheduler {
                 self.membership_owed = true;
             }
         }
-        if let Some(task) = w.task
-            && self.holder(task) == Some(peer)
-        {
-            self.requeue(task, Some(&format!("worker {} ({}): {reason}", peer, w.identity)));
-        }
+        // Everything it held goes back, in order; what it was told to cancel is held elsewhere.
+        let mine: Vec<_> = w.held.iter().copied().filter(|t| self.holder(*t) == Some(peer)).collect();
+        let reason = format!("worker {} ({}): {reason}", peer, w.identity);
+        self.requeue(&mine, Some(super::tasks::Lost { reason: &reason, running: w.held.front().copied() }));
     }
 
     pub(super) fn adapter_heartbeat(&mut self, peer: PeerId, hb: AdapterHeartbeat) {

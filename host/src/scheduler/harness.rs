@@ -118,8 +118,7 @@ impl Harness {
 
     /// A worker finishes task `id` (the scheduler's id, as it was sent to the worker).
     pub fn finish(&mut self, worker: PeerId, id: u64) {
-        let r = TaskResult { id, status: TaskStatus::Done, output: vec![] };
-        self.message(worker, Message::TaskResult(r));
+        self.answer_task(worker, id, TaskStatus::Done);
     }
 
     pub fn disconnect(&mut self, peer: PeerId) {
@@ -185,6 +184,38 @@ impl Harness {
             _ => true,
         });
         out
+    }
+
+    /// Takes the cancels sent to `worker`: the scheduler's task ids.
+    pub fn cancels_to(&mut self, worker: PeerId) -> Vec<u64> {
+        let mut out = Vec::new();
+        self.outputs.retain(|o| match o {
+            Output::Send { peer, message: Message::TaskCancel(id) } if *peer == worker => {
+                out.push(*id);
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    /// Takes the results sent to `client`: its task ids and their status.
+    pub fn results_to(&mut self, client: PeerId) -> Vec<(u64, TaskStatus)> {
+        let mut out = Vec::new();
+        self.outputs.retain(|o| match o {
+            Output::Send { peer, message: Message::TaskResult(r) } if *peer == client => {
+                out.push((r.id, r.status));
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    /// A worker answers task `id` with `status`.
+    pub fn answer_task(&mut self, worker: PeerId, id: u64, status: TaskStatus) {
+        let r = TaskResult { id, status, output: vec![] };
+        self.message(worker, Message::TaskResult(r));
     }
 
     /// A start command in the decision's own terms (the adapter named as in `snapshot`).

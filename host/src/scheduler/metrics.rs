@@ -2,7 +2,8 @@
 //!
 //! - **Derived by the host** for every worker group with at least one worker:
 //!   - `utilization`: busy workers over workers, 0 to 1.
-//!   - `queue_depth`: the pending tasks the group's workers could run, per worker able to run them.
+//!   - `queue_depth`: the pending tasks (queued, or prefetched behind a running task) the group's
+//!     workers could run, per worker able to run them.
 //!     Each queue (one per capability set) is shared among every worker, in any group that is not
 //!     draining, whose capabilities allow its tasks; a worker's figure is the sum of its shares, and
 //!     the group's is the mean over its workers. So 10 pending tasks and 2 capable groups of one
@@ -97,8 +98,9 @@ impl Scheduler {
         }
     }
 
-    /// Each queue's share per capable worker, for `queue_depth`.
-    pub(super) fn queue_shares(&self) -> QueueShares {
+    /// Each capability set's pending tasks (queued or prefetched, from [`Scheduler::demand`]) per
+    /// capable worker, for `queue_depth`.
+    pub(super) fn queue_shares(&self, demand: &BTreeMap<&CapMap, super::holding::Demand>) -> QueueShares {
         // Workers that may take tasks, by capability set.
         let mut by_caps: BTreeMap<&CapMap, u32> = BTreeMap::new();
         for g in self.groups.values().filter(|g| g.phase != GroupPhase::Draining) {
@@ -107,12 +109,12 @@ impl Scheduler {
             }
         }
         // Each queue, with how many of those workers share it.
-        let queues: Vec<(&CapMap, f64)> = self
-            .queues
+        let queues: Vec<(&CapMap, f64)> = demand
             .iter()
-            .map(|(task_caps, queue)| {
+            .filter(|(_, d)| d.pending > 0)
+            .map(|(task_caps, d)| {
                 let capable: u32 = by_caps.iter().filter(|(c, _)| self.capable(c, task_caps)).map(|(_, n)| n).sum();
-                (task_caps, queue.len() as f64 / f64::from(capable.max(1)))
+                (*task_caps, f64::from(d.pending) / f64::from(capable.max(1)))
             })
             .collect();
         let mut per_set = BTreeMap::new();

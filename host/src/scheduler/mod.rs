@@ -4,6 +4,8 @@
 //!
 //! - [`peers`]: hellos, authentication and who is connected.
 //! - [`tasks`]: submission, the queue per capability set, allocation, results, requeueing.
+//! - [`holding`]: what each worker holds (the task it runs, the tasks prefetched behind it, the tasks
+//!   taken back from it) and the indexes of free workers and free prefetch slots.
 //! - [`fleet`]: workers, worker groups and adapters, and their lifecycles (H1, H2, H6).
 //! - [`snapshot`]: the contract's snapshot of all this (H5), with [`metrics`] derived by the host and
 //!   reported by workers (H7).
@@ -12,6 +14,7 @@
 pub mod config;
 mod fleet;
 pub mod harness;
+mod holding;
 pub mod limits;
 pub mod metrics;
 pub mod observe;
@@ -112,9 +115,10 @@ struct TaskEntry {
     payload: Box<[u8]>,
     /// Shared with every task of the same capability set.
     capabilities: Arc<CapMap>,
-    /// The worker holding it, if any.
+    /// The worker holding it (running it or prefetched), if any.
     worker: Option<PeerId>,
-    /// Attempts so far: 1 + the workers lost while running it; past `max_task_attempts` it fails.
+    /// Attempts so far: 1 + the workers lost while running it (holding it first: a prefetched task
+    /// that never started counts none); past `max_task_attempts` it fails.
     attempts: u32,
 }
 
@@ -122,7 +126,15 @@ struct Worker {
     identity: String,
     group: GroupId,
     capabilities: CapMap,
-    task: Option<TaskId>,
+    /// The tasks assigned to it, in assignment order, at most `worker_prefetch`. A worker runs its
+    /// tasks in that order, so the first is the one running and the rest are prefetched. In a
+    /// draining group the first may be a copy whose task was requeued (see `scaling::shutdown`).
+    held: VecDeque<TaskId>,
+    /// Tasks taken back from it (for an idle worker, or because its group drains) that it was told to
+    /// cancel and has not answered yet; their result, whatever it says, is dropped.
+    revoked: Vec<TaskId>,
+    /// The key under which it is in `Scheduler::loaded`, if it is.
+    listed: Option<(usize, PeerId)>,
     last_seen_ms: u64,
     /// The gauges of its latest heartbeat, bounded ([`metrics`]).
     gauges: BTreeMap<String, f64>,
@@ -145,6 +157,7 @@ struct Group {
     /// too, so that a policy counts it at its full size meanwhile (anti-windup).
     confirmed: bool,
     workers: BTreeSet<PeerId>,
+    /// Workers holding at least one task (running one), for `utilization` and `idle_workers`.
     busy: u32,
     /// When the group last had no task assigned (for `idle-ms`).
     idle_since_ms: u64,
@@ -185,6 +198,10 @@ pub struct Scheduler {
     workers: HashMap<PeerId, Worker>,
     /// Workers with no task, in a group that may take tasks.
     idle: BTreeSet<PeerId>,
+    /// Workers holding tasks, in a group that may take tasks, by outstanding tasks (held and revoked)
+    /// then id: the least loaded first for a free prefetch slot, the most loaded first to take a
+    /// prefetched task back for an idle worker.
+    loaded: BTreeSet<(usize, PeerId)>,
     groups: BTreeMap<GroupId, Group>,
     unmanaged: BTreeMap<CapMap, GroupId>,
     next_group: GroupId,
@@ -226,6 +243,7 @@ impl Scheduler {
             interned: tasks::Interned::default(),
             workers: HashMap::new(),
             idle: BTreeSet::new(),
+            loaded: BTreeSet::new(),
             groups: BTreeMap::new(),
             unmanaged: BTreeMap::new(),
             next_group: 1,

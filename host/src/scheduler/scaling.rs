@@ -6,7 +6,7 @@ use ebbtide_sdk::{CapMap, Command, Decision, Snapshot, vectors::ReadableCommand}
 
 use super::record::{DecisionRecord, DroppedCommand};
 use super::status::LastDecision;
-use super::{DecisionFailure, DropReason, GroupPhase, InFlight, Output, Scheduler, due_trigger};
+use super::{DecisionFailure, DropReason, GroupPhase, InFlight, Output, Scheduler, TaskId, due_trigger};
 use crate::protocol::{AdapterCommand, Message};
 
 impl Scheduler {
@@ -123,18 +123,23 @@ impl Scheduler {
         group.phase = GroupPhase::Draining;
         group.phase_since_ms = now;
         // H2: no new tasks; what its workers hold goes back to pending and runs elsewhere. The
-        // workers keep running their copies until they stop: the first result to arrive completes
-        // the task, and the other holder is told to cancel.
+        // workers keep running their running tasks' copies until they stop: the first result to
+        // arrive completes the task, and the other holder is told to cancel. Their prefetched tasks
+        // never started: they are taken back at once (the workers are told to cancel them).
         let workers: Vec<_> = group.workers.iter().copied().collect();
         group.busy = 0;
         group.idle_since_ms = now;
         for worker in workers {
-            self.idle.remove(&worker);
-            if let Some(task) = self.workers.get(&worker).and_then(|w| w.task)
-                && self.holder(task) == Some(worker)
-            {
-                self.requeue(task, None);
+            self.reindex(worker);
+            let Some(w) = self.workers.get(&worker) else { continue };
+            let mine = |t: &TaskId| self.holder(*t) == Some(worker);
+            let running = w.held.front().copied().filter(mine);
+            let prefetched: Vec<TaskId> = w.held.iter().skip(1).copied().filter(mine).collect();
+            for &id in &prefetched {
+                self.revoke(worker, id);
             }
+            let back: Vec<TaskId> = running.into_iter().chain(prefetched).collect();
+            self.requeue(&back, None);
         }
         if let Some(peer) = self.adapters.get(&adapter).map(|a| a.peer) {
             self.send(peer, Message::AdapterCommand(AdapterCommand::Shutdown { group_id: id }));

@@ -1,9 +1,7 @@
 //! The contract's snapshot of the cluster: aggregated by capability set, names interned (H1, H2, H5, H6),
 //! with the metrics of each worker group (H7, [`super::metrics`]).
 
-use std::collections::BTreeMap;
-
-use ebbtide_sdk::{CapMap, GroupState, Snapshot, SnapshotBuilder, TaskGroup, Trigger, WorkerGroup};
+use ebbtide_sdk::{GroupState, Snapshot, SnapshotBuilder, TaskGroup, Trigger, WorkerGroup};
 
 use super::{GroupPhase, Scheduler};
 
@@ -16,19 +14,14 @@ impl Scheduler {
             b.named_adapter(name, a.max_worker_groups, a.workers_per_group, a.capabilities.as_ref(), a.priority);
         }
 
-        let mut demand: BTreeMap<&CapMap, (u32, u32)> = BTreeMap::new();
-        for (caps, queue) in &self.queues {
-            demand.entry(caps).or_default().0 += queue.len() as u32;
-        }
-        for task in self.tasks.values().filter(|t| t.worker.is_some()) {
-            demand.entry(&task.capabilities).or_default().1 += 1;
-        }
-        for (caps, (pending, running)) in demand {
+        // Prefetched tasks count as pending, as if they were still queued (see `holding`).
+        let demand = self.demand();
+        for (caps, d) in &demand {
             let capabilities = b.capset_of(caps);
-            b.task_group(TaskGroup { capabilities, pending, running });
+            b.task_group(TaskGroup { capabilities, pending: d.pending, running: d.running });
         }
 
-        let shares = self.queue_shares();
+        let shares = self.queue_shares(&demand);
         for (id, g) in &self.groups {
             let adapter = g.adapter.as_deref().map(|a| b.name(a));
             let capabilities = b.capset_of(&g.capabilities);

@@ -97,7 +97,10 @@ pub struct GroupCounts {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TaskCounts {
+    /// Queued, or prefetched: assigned to a worker busy with another task (as scaling counts them).
     pub pending: usize,
+    /// Of `pending`, those prefetched.
+    pub prefetched: usize,
     pub running: usize,
     pub done: u64,
     pub failed: u64,
@@ -138,7 +141,8 @@ impl Scheduler {
                 groups: self.groups.values().filter(|g| g.adapter.as_deref() == Some(id)).count(),
             })
             .collect();
-        let pending = self.pending_count();
+        let pending: usize = self.demand().values().map(|d| d.pending as usize).sum();
+        let queued: usize = self.queues.values().map(|q| q.len()).sum();
         Status {
             decisions_in_flight: self.in_flight.is_some(),
             last_decision: self.last_decision.clone(),
@@ -147,6 +151,7 @@ impl Scheduler {
             workers: self.workers.len(),
             tasks: TaskCounts {
                 pending,
+                prefetched: pending - queued,
                 running: self.tasks.len() - pending,
                 done: self.counters.tasks_done,
                 failed: self.counters.tasks_failed,

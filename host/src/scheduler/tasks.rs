@@ -32,10 +32,15 @@ impl Scheduler {
             },
         );
         self.counters.tasks_submitted += 1;
-        if !self.place(id) {
-            self.record_miss(id);
-            let caps = CapMap::clone(&self.tasks[&id].capabilities);
-            self.queues.entry(caps).or_default().push_back(id);
+        match self.place(id) {
+            Placed::Idle => {}
+            // No idle capable worker: a miss, as if the task had been queued (see `holding`).
+            Placed::Prefetched => self.record_miss(id),
+            Placed::Pending => {
+                self.record_miss(id);
+                let caps = CapMap::clone(&self.tasks[&id].capabilities);
+                self.queues.entry(caps).or_default().push_back(id);
+            }
         }
     }
 
@@ -78,25 +83,35 @@ impl Scheduler {
     }
 
     /// A result counts only from a worker that was given the task and has not reported it yet: its
-    /// holder, or the worker of a draining group whose copy was requeued (the first result wins, and
-    /// the other holder is told to cancel). Anything else is forged or stale: dropped, counted, and
-    /// the sender closed if it keeps at it.
+    /// holder, the worker of a draining group whose copy was requeued, or a worker it was taken back
+    /// from (the first result wins, and the other holder is told to cancel; a `cancelled` answer to
+    /// our own cancel is dropped). Anything else is forged or stale: dropped, counted, and the sender
+    /// closed if it keeps at it.
     pub(super) fn task_result(&mut self, worker: PeerId, result: TaskResult) {
         self.touch_worker(worker);
-        let running = self.workers.get(&worker).and_then(|w| w.task) == Some(result.id);
-        if !running {
+        let held = self.unhold(worker, result.id);
+        let revoked = !held && self.settle_revoked(worker, result.id);
+        if !held && !revoked {
             return self.violation(
                 worker,
                 "result-not-held",
                 format!("a result for task {} it does not hold", result.id),
             );
         }
-        self.release_worker(worker);
+        // A `cancelled` answer to our cancel: it stopped as told, and the task is elsewhere.
+        if !(revoked && result.status == TaskStatus::Cancelled) {
+            self.complete(worker, result);
+        }
+        self.feed(worker);
+    }
+
+    /// The first result of a task: it goes to the client, and any other copy is cancelled.
+    fn complete(&mut self, worker: PeerId, result: TaskResult) {
         // Gone already: cancelled, or its client left. The worker confirmed it stopped.
         let Some(task) = self.forget(result.id) else { return };
         match task.worker {
-            // Requeued from a draining group and running again elsewhere: that copy is not needed.
-            // Its worker stays busy until it confirms it stopped.
+            // Requeued or taken back, and held elsewhere: that copy is not needed. Its worker keeps
+            // holding it until it confirms it stopped.
             Some(other) if other != worker => self.send(other, Message::TaskCancel(result.id)),
             None => self.unqueue(result.id, &task.capabilities),
             _ => {}
@@ -172,31 +187,37 @@ impl Scheduler {
         }
     }
 
-    /// Puts a task that lost its worker back at the head of its queue, then looks for another worker;
-    /// after `max_task_attempts` lost workers it fails instead (a task that kills its worker would
-    /// otherwise kill the whole fleet, one worker at a time).
-    /// `lost` names why its worker was lost; `None` when the worker is only draining.
-    pub(super) fn requeue(&mut self, id: TaskId, lost: Option<&str>) {
-        let Some(task) = self.tasks.get_mut(&id) else { return };
-        task.worker = None;
+    /// Puts tasks that lost their worker back at the head of their queues, in the order given (the
+    /// worker's assignment order), then looks for other workers. `lost` says why the worker was lost
+    /// (`None`: its group is only draining) and which task it was running: that one counts an attempt,
+    /// and after `max_task_attempts` lost workers it fails instead (a task that kills its worker would
+    /// otherwise kill the whole fleet, one worker at a time). Prefetched tasks never started: no attempt.
+    pub(super) fn requeue(&mut self, ids: &[TaskId], lost: Option<Lost>) {
         let max = self.config.limits.max_task_attempts;
-        if let Some(reason) = lost
-            && task.attempts >= max
-        {
-            let task = self.forget(id).expect("present above");
-            self.counters.tasks_failed += 1;
-            let why = format!(
-                "failed after {} attempts (max_task_attempts = {max}): each worker it ran on was lost; the last: {reason}",
-                task.attempts
-            );
-            tracing::warn!(task = id, "{why}");
-            return self.reply(task.client, task.client_id, TaskStatus::Failed, why.into_bytes());
+        let mut unplaced = Vec::new();
+        for &id in ids {
+            let Some(task) = self.tasks.get_mut(&id) else { continue };
+            task.worker = None;
+            if let Some(lost) = lost.filter(|l| l.running == Some(id)) {
+                if task.attempts >= max {
+                    let task = self.forget(id).expect("present above");
+                    self.counters.tasks_failed += 1;
+                    let why = format!(
+                        "failed after {} attempts (max_task_attempts = {max}): each worker it ran on was lost; the last: {}",
+                        task.attempts, lost.reason
+                    );
+                    tracing::warn!(task = id, "{why}");
+                    self.reply(task.client, task.client_id, TaskStatus::Failed, why.into_bytes());
+                    continue;
+                }
+                task.attempts += 1;
+            }
+            self.counters.tasks_requeued += 1;
+            if self.place(id) == Placed::Pending {
+                unplaced.push(id);
+            }
         }
-        if lost.is_some() {
-            task.attempts += 1;
-        }
-        self.counters.tasks_requeued += 1;
-        if !self.place(id) {
+        for id in unplaced.into_iter().rev() {
             let caps = CapMap::clone(&self.tasks[&id].capabilities);
             self.queues.entry(caps).or_default().push_front(id);
         }
@@ -215,19 +236,22 @@ impl Scheduler {
         adapter.capabilities.as_ref().is_none_or(|offered| self.capable(offered, caps))
     }
 
-    /// Gives the task to an idle capable worker, if there is one. Every worker runs one task at a
-    /// time, so any idle worker is a least-loaded one; the lowest id keeps the choice stable.
-    fn place(&mut self, id: TaskId) -> bool {
-        let caps = &self.tasks[&id].capabilities;
-        let Some(worker) = self.idle.iter().copied().find(|w| self.capable(&self.workers[w].capabilities, caps)) else {
-            return false;
-        };
-        self.assign(id, worker);
-        true
+    /// Gives the task to an idle capable worker if there is one, else to a free prefetch slot of a
+    /// busy capable worker (see `holding` for the rules).
+    fn place(&mut self, id: TaskId) -> Placed {
+        let caps = self.tasks[&id].capabilities.clone();
+        if let Some(worker) = self.idle_worker_for(id, &caps) {
+            self.assign(id, worker);
+            return Placed::Idle;
+        }
+        if let Some(worker) = self.free_slot_for(id, &caps) {
+            self.assign(id, worker);
+            return Placed::Prefetched;
+        }
+        Placed::Pending
     }
 
-    fn assign(&mut self, id: TaskId, worker: PeerId) {
-        self.idle.remove(&worker);
+    pub(super) fn assign(&mut self, id: TaskId, worker: PeerId) {
         let task = self.tasks.get_mut(&id).expect("assigned tasks exist");
         task.worker = Some(worker);
         let message = Message::TaskSubmit(Task {
@@ -236,28 +260,23 @@ impl Scheduler {
             payload: task.payload.to_vec(),
             capabilities: CapMap::clone(&task.capabilities),
         });
-        let w = self.workers.get_mut(&worker).expect("idle workers exist");
-        w.task = Some(id);
-        let group = w.group;
-        if let Some(g) = self.groups.get_mut(&group) {
-            g.busy += 1;
-        }
+        self.hold(worker, id);
         self.send(worker, message);
     }
 
-    /// Gives an idle worker the oldest pending task it can run, if any.
+    /// Gives a worker that can take tasks the oldest pending ones it can run, up to its free slots; an
+    /// idle worker left with none takes a prefetched task back from a busy one.
     pub(super) fn feed(&mut self, worker: PeerId) {
-        if !self.idle.contains(&worker) {
-            return;
-        }
-        let worker_caps = &self.workers[&worker].capabilities;
-        let oldest = self
-            .queues
-            .iter()
-            .filter(|(caps, _)| self.capable(worker_caps, caps))
-            .filter_map(|(caps, queue)| queue.front().map(|id| (*id, caps)))
-            .min_by_key(|(id, _)| *id);
-        if let Some((id, caps)) = oldest {
+        while self.can_take(worker) {
+            let Some(w) = self.workers.get(&worker) else { return };
+            let oldest = self
+                .queues
+                .iter()
+                .filter(|(caps, _)| self.capable(&w.capabilities, caps))
+                .filter_map(|(caps, queue)| queue.front().map(|id| (*id, caps)))
+                .filter(|(id, _)| !w.revoked.contains(id))
+                .min_by_key(|(id, _)| *id);
+            let Some((id, caps)) = oldest else { break };
             let caps = caps.clone();
             let queue = self.queues.get_mut(&caps).expect("found above");
             queue.pop_front();
@@ -266,6 +285,7 @@ impl Scheduler {
             }
             self.assign(id, worker);
         }
+        self.take_back_for(worker);
     }
 
     /// Counts a miss against every adapter that could run the task, and arms the pressure trigger.
@@ -318,10 +338,25 @@ impl Scheduler {
             }
         }
     }
+}
 
-    pub(super) fn pending_count(&self) -> usize {
-        self.queues.values().map(|q| q.len()).sum()
-    }
+/// Where [`Scheduler::place`] put a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placed {
+    /// With an idle worker, which runs it at once.
+    Idle,
+    /// In a free prefetch slot of a busy worker.
+    Prefetched,
+    /// Nowhere: the caller queues it.
+    Pending,
+}
+
+/// Why a worker's tasks are requeued when it is lost.
+#[derive(Clone, Copy)]
+pub(super) struct Lost<'a> {
+    pub reason: &'a str,
+    /// The task it was running (it held it first), which alone counts an attempt.
+    pub running: Option<TaskId>,
 }
 
 /// A function name and capability set within `max_name_bytes` and `max_capabilities`.

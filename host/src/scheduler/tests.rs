@@ -7,7 +7,7 @@ use ebbtide_sdk::{CapMap, Command, GroupState, Snapshot, Trigger, WorkerGroup};
 use super::harness::{Harness, caps};
 use super::metrics::{MAX_GAUGE_NAME_BYTES, MAX_GAUGES_PER_WORKER};
 use super::{CoreConfig, GroupId, Input, Output};
-use crate::protocol::{AdapterCommand, Message};
+use crate::protocol::{AdapterCommand, Message, TaskStatus};
 
 fn config() -> CoreConfig {
     // A long tick, so that only the trigger a test causes decides.
@@ -488,7 +488,7 @@ fn trigger_manual_decides_at_once() {
 
 #[test]
 fn requeue_the_task_of_a_worker_that_dies_runs_next_before_older_queued_tasks() {
-    let mut h = Harness::new(config());
+    let mut h = Harness::new(CoreConfig { worker_prefetch: 1, ..config() });
     let client = h.client();
     let w1 = h.worker(None, CapMap::new(), vec![]);
     settle(&mut h);
@@ -526,4 +526,198 @@ fn failed_decision_is_recorded_and_counted_by_kind_and_changes_nothing() {
     let counters = h.core.status().counters;
     assert_eq!((counters.decisions_failed, counters.decisions_failed_by_kind.get("timeout")), (1, Some(&1)));
     assert!(h.take().iter().all(|o| !matches!(o, Output::Send { message: Message::AdapterCommand(_), .. })));
+}
+
+// Prefetch: a worker holds up to `worker_prefetch` tasks, the first running (see `holding`).
+
+fn prefetching(slots: usize) -> Harness {
+    Harness::new(CoreConfig { worker_prefetch: slots, ..config() })
+}
+
+fn violations(h: &Harness) -> u64 {
+    h.core.status().counters.protocol_violations.values().sum()
+}
+
+#[test]
+fn prefetch_goes_to_idle_workers_first_then_the_least_loaded_busy_one_up_to_worker_prefetch() {
+    let mut h = prefetching(3);
+    let client = h.client();
+    let w1 = h.worker(None, CapMap::new(), vec![]);
+    let w2 = h.worker(None, CapMap::new(), vec![]);
+    settle(&mut h);
+    for id in 1..=7 {
+        h.submit(client, id, CapMap::new());
+    }
+    // 1 and 2 to the idle workers; then the least loaded (ties: the lower id), three each at most.
+    assert_eq!((h.tasks_to(w1), h.tasks_to(w2)), (vec![1, 3, 5], vec![2, 4, 6]));
+    let s = look(&mut h);
+    assert_eq!((s.task_groups[0].pending, s.task_groups[0].running), (5, 2), "4 prefetched + 1 queued are pending");
+    h.finish(w2, 2);
+    assert_eq!(h.tasks_to(w2), [7], "a freed slot takes the oldest queued task");
+}
+
+#[test]
+fn prefetch_of_one_is_one_task_at_a_time() {
+    let mut h = prefetching(1);
+    let client = h.client();
+    let w = h.worker(None, CapMap::new(), vec![]);
+    settle(&mut h);
+    h.submit(client, 1, CapMap::new());
+    h.submit(client, 2, CapMap::new());
+    assert_eq!(h.tasks_to(w), [1]);
+    h.finish(w, 1);
+    assert_eq!(h.tasks_to(w), [2]);
+}
+
+/// Task groups (pending, running), worker groups (workers, queued tasks, idle workers), metrics,
+/// misses in the snapshot, misses counted, and the trigger.
+type ScalingView = (Vec<(u32, u32)>, Vec<(u32, u32, u32)>, Vec<(String, f64)>, Vec<u32>, u64, Trigger);
+
+/// What scaling sees of one worker given three tasks, with `slots` prefetch slots.
+fn scaling_view(slots: usize) -> ScalingView {
+    let mut h = prefetching(slots);
+    h.adapter("A", 0, 1, None);
+    let client = h.client();
+    h.worker(None, CapMap::new(), vec![]);
+    settle(&mut h);
+    for id in 1..=3 {
+        h.submit(client, id, CapMap::new());
+    }
+    h.at(10);
+    let (seq, s) = h.decision().expect("the misses armed the pressure trigger");
+    h.answer(seq, vec![]);
+    let tasks = s.task_groups.iter().map(|t| (t.pending, t.running)).collect();
+    let groups = s.worker_groups.iter().map(|g| (g.workers, g.queued_tasks, g.idle_workers)).collect();
+    let metrics = s.metrics.iter().map(|m| (s.name(m.name).to_owned(), m.value)).collect();
+    let misses = s.misses.iter().map(|m| m.count).collect();
+    (tasks, groups, metrics, misses, h.core.status().counters.misses, s.trigger)
+}
+
+#[test]
+fn prefetch_leaves_what_scaling_sees_unchanged_prefetched_tasks_are_pending_and_missed() {
+    let one_at_a_time = scaling_view(1);
+    assert_eq!(one_at_a_time.0, [(2, 1)]);
+    assert_eq!(one_at_a_time.1, [(1, 1, 0)]);
+    assert_eq!(one_at_a_time.3, [2], "two tasks found no free worker");
+    assert_eq!(one_at_a_time.5, Trigger::Pressure);
+    assert_eq!(scaling_view(4), one_at_a_time, "tasks, groups, utilization, queue_depth, misses, trigger");
+}
+
+#[test]
+fn prefetch_a_lost_worker_gives_back_all_it_held_in_order_and_only_its_running_task_counts_an_attempt() {
+    let limits = super::Limits { max_task_attempts: 1, ..Default::default() };
+    let mut h = Harness::new(CoreConfig { worker_prefetch: 3, limits, ..config() });
+    let client = h.client();
+    let w1 = h.worker(None, CapMap::new(), vec![]);
+    settle(&mut h);
+    for id in 1..=4 {
+        h.submit(client, id, CapMap::new());
+    }
+    assert_eq!(h.tasks_to(w1), [1, 2, 3]);
+    h.disconnect(w1);
+    let results = h.results_to(client);
+    assert_eq!(results, [(1, TaskStatus::Failed)], "the running task used its one attempt; the prefetched did not");
+    let w2 = h.worker(None, CapMap::new(), vec![]);
+    assert_eq!(h.tasks_to(w2), [2, 3, 4], "given back at the head of the queue, in their order");
+    assert_eq!(h.core.status().counters.tasks_requeued, 2);
+}
+
+#[test]
+fn prefetch_a_draining_groups_prefetched_tasks_go_back_to_pending_at_once_and_are_cancelled() {
+    let mut h = prefetching(3);
+    let a = h.adapter("A", 0, 1, None);
+    let client = h.client();
+    settle(&mut h);
+    let g = start_one(&mut h, a, "A");
+    let workers = h.bring_up(a, g, 1, CapMap::new());
+    settle(&mut h);
+    for id in 1..=3 {
+        h.submit(client, id, CapMap::new());
+    }
+    assert_eq!(h.tasks_to(workers[0]), [1, 2, 3]);
+    let (seq, _) = decide_now(&mut h);
+    h.answer(seq, vec![Command::Shutdown(g)]);
+    assert_eq!(h.cancels_to(workers[0]), [2, 3], "the prefetched tasks, not the running one (its copy may finish)");
+    let s = look(&mut h);
+    assert_eq!((s.task_groups[0].pending, s.task_groups[0].running), (3, 0));
+    assert_eq!(group(&s, g).unwrap().queued_tasks, 0);
+
+    // The worker answers the cancels; those answers are neither results nor violations.
+    h.answer_task(workers[0], 2, TaskStatus::Cancelled);
+    h.answer_task(workers[0], 3, TaskStatus::Cancelled);
+    assert!(h.results_to(client).is_empty());
+    assert_eq!(violations(&h), 0);
+    let w2 = h.worker(None, CapMap::new(), vec![]);
+    assert_eq!(h.tasks_to(w2), [1, 2, 3], "all three run elsewhere, in order");
+    h.finish(workers[0], 1);
+    assert_eq!(h.results_to(client), [(1, TaskStatus::Done)], "the draining copy's result still wins");
+    assert_eq!(h.cancels_to(w2), [1], "and the other copy is cancelled");
+}
+
+#[test]
+fn prefetch_a_cancelled_prefetched_task_is_dropped_by_its_worker_and_frees_its_slot() {
+    let mut h = prefetching(2);
+    let client = h.client();
+    let w = h.worker(None, CapMap::new(), vec![]);
+    settle(&mut h);
+    for id in 1..=3 {
+        h.submit(client, id, CapMap::new());
+    }
+    assert_eq!(h.tasks_to(w), [1, 2]);
+    h.message(client, Message::TaskCancel(2));
+    assert_eq!(h.cancels_to(w), [2]);
+    assert_eq!(h.results_to(client), [(2, TaskStatus::Cancelled)]);
+    assert!(h.tasks_to(w).is_empty(), "the slot is the worker's until it confirms");
+    h.answer_task(w, 2, TaskStatus::Cancelled);
+    assert_eq!(h.tasks_to(w), [3]);
+    assert!(h.results_to(client).is_empty(), "no second result");
+    assert_eq!(violations(&h), 0);
+}
+
+#[test]
+fn prefetch_a_result_counts_only_from_the_worker_holding_the_task() {
+    let mut h = prefetching(2);
+    let client = h.client();
+    let w1 = h.worker(None, CapMap::new(), vec![]);
+    let w2 = h.worker(None, CapMap::new(), vec![]);
+    settle(&mut h);
+    for id in 1..=3 {
+        h.submit(client, id, CapMap::new());
+    }
+    assert_eq!((h.tasks_to(w1), h.tasks_to(w2)), (vec![1, 3], vec![2]));
+    h.finish(w2, 3);
+    assert!(h.results_to(client).is_empty());
+    assert_eq!(h.core.status().counters.protocol_violations.get("result-not-held"), Some(&1));
+    h.finish(w1, 3);
+    assert_eq!(h.results_to(client), [(3, TaskStatus::Done)], "a prefetched task's holder may answer it");
+}
+
+#[test]
+fn prefetch_an_idle_worker_takes_back_a_prefetched_task_from_the_most_loaded_one() {
+    let mut h = prefetching(4);
+    let client = h.client();
+    let w1 = h.worker(None, CapMap::new(), vec![]);
+    settle(&mut h);
+    for id in 1..=3 {
+        h.submit(client, id, CapMap::new());
+    }
+    assert_eq!(h.tasks_to(w1), [1, 2, 3]);
+    let w2 = h.worker(None, CapMap::new(), vec![]);
+    assert_eq!((h.cancels_to(w1), h.tasks_to(w2)), (vec![3], vec![3]), "the last prefetched task moves");
+    h.answer_task(w1, 3, TaskStatus::Cancelled);
+    assert!(h.results_to(client).is_empty(), "the answer to our cancel is no result");
+    assert!(h.tasks_to(w1).is_empty() && h.tasks_to(w2).is_empty(), "w1 still runs 1 and holds 2; w2 runs 3");
+
+    // Had w2 been idle while w1 had started the task (the cancel crossed it), w1's result wins.
+    h.finish(w2, 3);
+    assert_eq!(h.results_to(client), [(3, TaskStatus::Done)]);
+    assert_eq!((h.cancels_to(w1), h.tasks_to(w2)), (vec![2], vec![2]), "idle again: w2 takes 2 back");
+    h.finish(w1, 2);
+    assert_eq!(h.results_to(client), [(2, TaskStatus::Done)], "the first result wins, even from the old holder");
+    assert_eq!(h.cancels_to(w2), [2], "and the other copy is cancelled");
+    h.answer_task(w2, 2, TaskStatus::Cancelled);
+    h.finish(w1, 1);
+    assert_eq!(h.results_to(client), [(1, TaskStatus::Done)]);
+    assert_eq!(violations(&h), 0);
+    assert_eq!(h.core.status().tasks.pending + h.core.status().tasks.running, 0);
 }

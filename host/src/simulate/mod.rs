@@ -77,6 +77,9 @@ fn run_one(settings: &Settings, contender: &Contender) -> anyhow::Result<Run> {
         tick_ms: settings.tick_ms,
         // Simulated peers never go silent; they leave only when told to.
         heartbeat_timeout_ms: u64::MAX / 4,
+        // Simulated workers run one task at a time, and a virtual network has no round trip for
+        // prefetching to hide.
+        worker_prefetch: 1,
         ..CoreConfig::default()
     };
     let log = match &settings.decision_logs {

@@ -1,5 +1,8 @@
-//! `ebbtide worker`: connects to the scheduler, runs one task at a time, and exits when the scheduler
-//! closes the connection (so a worker never outlives its scheduler or its group).
+//! `ebbtide worker`: connects to the scheduler, runs the tasks it is given one at a time in the order
+//! given (the scheduler may send several, `worker_prefetch`: the next waits here while one runs), and
+//! exits when the scheduler closes the connection (so a worker never outlives its scheduler or its
+//! group). A cancel stops the running task, or drops a waiting one unrun; either is answered
+//! `cancelled`.
 //!
 //! Its heartbeat carries its gauges (H7): the values given with `--gauge`, as updated by the `gauge`
 //! function. A `gauge` task sends a heartbeat at once, before its result, so the scheduler knows the
@@ -7,7 +10,7 @@
 
 mod functions;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use ebbtide_sdk::CapMap;
@@ -38,14 +41,14 @@ struct Reporter {
     outbox: Outbox,
     capabilities: ebbtide_sdk::CapMap,
     group: Option<u64>,
-    holding: Arc<Mutex<Option<u64>>>,
+    held: Arc<Mutex<Held>>,
     gauges: Arc<Mutex<BTreeMap<String, f64>>>,
 }
 
 impl Reporter {
     /// Sends a heartbeat; false once the connection is gone.
     fn heartbeat(&self) -> bool {
-        let assigned = self.holding.lock().expect("not poisoned").iter().copied().collect();
+        let assigned = self.held.lock().expect("not poisoned").ids.iter().copied().collect();
         let gauges = self.gauges.lock().expect("not poisoned").iter().map(|(k, v)| (k.clone(), *v)).collect();
         let hb = WorkerHeartbeat { capabilities: self.capabilities.clone(), group: self.group, assigned, gauges };
         self.outbox.send(&Message::WorkerHeartbeat(hb))
@@ -60,7 +63,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<Option<String>> {
         outbox: outbox.clone(),
         capabilities: options.capabilities.clone(),
         group: options.group,
-        holding: Arc::default(),
+        held: Arc::default(),
         gauges: Arc::new(Mutex::new(options.gauges.iter().cloned().collect())),
     };
 
@@ -74,31 +77,28 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<Option<String>> {
         })
     };
 
-    // One task at a time, in arrival order. A cancel stops the running function at once (for `exec`,
-    // its whole process group) and reports it cancelled; only then does the scheduler count the
-    // worker free.
+    // One task at a time, in arrival order.
     let (tasks, mut queue) = mpsc::unbounded_channel::<Task>();
-    let cancels = Arc::new(Cancels::default());
+    let held = reporter.held.clone();
     let runner = {
         let allow_exec = options.allow_exec;
-        let cancels = cancels.clone();
+        let outbox = outbox.clone();
         tokio::spawn(async move {
             while let Some(task) = queue.recv().await {
-                *reporter.holding.lock().expect("not poisoned") = Some(task.id);
+                let Some(cancelled) = reporter.held.lock().expect("not poisoned").start(task.id) else {
+                    continue; // Cancelled while it waited, and answered then.
+                };
                 let result = if task.function == "gauge" {
                     let result = functions::set_gauge(&task, &mut reporter.gauges.lock().expect("not poisoned"));
                     reporter.heartbeat();
                     result
                 } else {
-                    let cancelled = cancels.arm(task.id);
-                    let result = tokio::select! {
+                    tokio::select! {
                         result = functions::run(&task, allow_exec) => result,
                         _ = cancelled => TaskResult { id: task.id, status: TaskStatus::Cancelled, output: Vec::new() },
-                    };
-                    cancels.disarm();
-                    result
+                    }
                 };
-                *reporter.holding.lock().expect("not poisoned") = None;
+                reporter.held.lock().expect("not poisoned").finish(task.id);
                 if !outbox.send(&Message::TaskResult(result)) {
                     break;
                 }
@@ -109,9 +109,18 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<Option<String>> {
     let reason = loop {
         match connection.recv().await {
             Ok(Some(Message::TaskSubmit(task))) => {
+                held.lock().expect("not poisoned").ids.push_back(task.id);
                 let _ = tasks.send(task);
             }
-            Ok(Some(Message::TaskCancel(id))) => cancels.cancel(id),
+            Ok(Some(Message::TaskCancel(id))) => {
+                if held.lock().expect("not poisoned").cancel(id) {
+                    outbox.send(&Message::TaskResult(TaskResult {
+                        id,
+                        status: TaskStatus::Cancelled,
+                        output: Vec::new(),
+                    }));
+                }
+            }
             Ok(Some(Message::Goodbye(reason))) => break Some(reason),
             Ok(Some(other)) => tracing::debug!("ignoring a {} message", other.kind()),
             Ok(None) => break None,
@@ -123,47 +132,70 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<Option<String>> {
     Ok(reason)
 }
 
-/// Cancels for the task being run, and for tasks cancelled before they started.
+/// The tasks the worker holds, and the cancels that reach them.
 #[derive(Default)]
-struct Cancels(Mutex<CancelState>);
-
-#[derive(Default)]
-struct CancelState {
+struct Held {
+    /// Every task given and not answered, in arrival order: the first is the one running.
+    ids: VecDeque<u64>,
+    /// The running task and what stops it.
     running: Option<(u64, oneshot::Sender<()>)>,
-    /// Cancelled before they began (the scheduler sends one task at a time, so this stays tiny).
-    early: Vec<u64>,
+    /// Waiting tasks cancelled (and answered) before they began, for the runner to skip. Never
+    /// more than `ids` held.
+    dropped: Vec<u64>,
 }
 
-impl Cancels {
-    /// Resolves when task `id` is cancelled (at once if it already was).
-    fn arm(&self, id: u64) -> oneshot::Receiver<()> {
+impl Held {
+    /// The runner starts task `id`: what resolves when it is cancelled, or `None` to skip it.
+    fn start(&mut self, id: u64) -> Option<oneshot::Receiver<()>> {
+        if let Some(i) = self.dropped.iter().position(|d| *d == id) {
+            self.dropped.swap_remove(i);
+            return None;
+        }
         let (tx, rx) = oneshot::channel();
-        let mut state = self.0.lock().expect("not poisoned");
-        if let Some(i) = state.early.iter().position(|e| *e == id) {
-            state.early.swap_remove(i);
-            let _ = tx.send(());
-        } else {
-            state.running = Some((id, tx));
-        }
-        rx
+        self.running = Some((id, tx));
+        Some(rx)
     }
 
-    fn disarm(&self) {
-        self.0.lock().expect("not poisoned").running = None;
+    /// Task `id` is answered.
+    fn finish(&mut self, id: u64) {
+        self.running = None;
+        if let Some(i) = self.ids.iter().position(|t| *t == id) {
+            self.ids.remove(i);
+        }
     }
 
-    fn cancel(&self, id: u64) {
-        let mut state = self.0.lock().expect("not poisoned");
-        match state.running.take() {
-            Some((running, tx)) if running == id => {
-                let _ = tx.send(());
-            }
-            other => {
-                state.running = other;
-                if state.early.len() < 64 {
-                    state.early.push(id);
-                }
-            }
+    /// Stops task `id` if it runs; drops it if it waits, and then returns true: the caller answers
+    /// `cancelled` at once. A cancel of a task not held is stale, and ignored.
+    fn cancel(&mut self, id: u64) -> bool {
+        if let Some((_, stop)) = self.running.take_if(|(running, _)| *running == id) {
+            let _ = stop.send(());
+            return false;
         }
+        let Some(i) = self.ids.iter().position(|t| *t == id) else { return false };
+        self.ids.remove(i);
+        self.dropped.push(id);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Held;
+
+    #[test]
+    fn a_cancelled_waiting_task_is_answered_at_once_and_skipped_and_the_running_one_is_stopped() {
+        let mut held = Held::default();
+        held.ids.extend([1, 2, 3]);
+        let mut stop = held.start(1).expect("1 runs");
+        assert!(held.cancel(2), "2 waits: dropped, answered by the caller");
+        assert_eq!(held.ids, [1, 3], "the heartbeat lists what is still held");
+        assert!(!held.cancel(1), "1 runs: stopped, answered by the runner");
+        assert!(stop.try_recv().is_ok());
+        held.finish(1);
+        assert!(held.start(2).is_none(), "the runner skips 2");
+        assert!(held.start(3).is_some());
+        assert!(!held.cancel(9), "a stale cancel is ignored");
+        held.finish(3);
+        assert!(held.ids.is_empty() && held.dropped.is_empty());
     }
 }

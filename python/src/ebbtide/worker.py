@@ -70,7 +70,8 @@ class TaskProcess:
 
 
 class Worker:
-    """Runs one task at a time. The main thread reads the connection and hands a task straight to the
+    """Runs one task at a time, in the order given (the scheduler may send up to its
+    ``worker_prefetch`` at once, so the next is here when one ends). The main thread reads the connection and hands a task straight to the
     idle task process (or queues it); the task process's pump thread sends the result and hands over
     the next queued task. A cancel of the running task kills the task process; its pump then starts a
     fresh one, reports the task cancelled and goes on with the queue."""
