@@ -110,7 +110,7 @@ fn garbage_bytes_and_empty_files_are_refused() {
 
 #[test]
 fn a_snapshot_crosses_into_the_guest_unchanged() {
-    // Pins the hand-written lowering of worker groups and metrics (policy/lowering.rs).
+    // Pins the hand-written lowering (policy/lowering.rs) and the SDK lifting into its model.
     let policy = hostile(CallLimits::default());
     for size in [sample::Size::Small, sample::Size::Large] {
         let snapshot = sample::snapshot(size);

@@ -1,4 +1,5 @@
-//! The WebAssembly side: bindings generated from `wit/`, conversions between them and [`crate::model`],
+//! The WebAssembly side: bindings generated from `wit/` (the snapshot lifted directly into
+//! [`crate::model`]), the conversion of decisions to the bindings,
 //! and the glue behind [`crate::export_policy!`]. Compiled only for `wasm32` targets.
 
 use crate::model as m;
@@ -10,6 +11,20 @@ wit_bindgen::generate!({
     pub_export_macro: true,
     export_macro_name: "__export_scaling_policy",
     default_bindings_module: "ebbtide_sdk::guest",
+    // The snapshot is lifted straight into the SDK's own types, which mirror the contract field for
+    // field: no second copy of 1,000 worker groups on every decision. The enums get the `_lift`
+    // the generated code calls (below).
+    with: {
+        "ebbtide:policy/types@0.1.0/snapshot": crate::model::Snapshot,
+        "ebbtide:policy/types@0.1.0/trigger": crate::model::Trigger,
+        "ebbtide:policy/types@0.1.0/capability": crate::model::Capability,
+        "ebbtide:policy/types@0.1.0/adapter": crate::model::Adapter,
+        "ebbtide:policy/types@0.1.0/task-group": crate::model::TaskGroup,
+        "ebbtide:policy/types@0.1.0/group-state": crate::model::GroupState,
+        "ebbtide:policy/types@0.1.0/worker-group": crate::model::WorkerGroup,
+        "ebbtide:policy/types@0.1.0/metric-sample": crate::model::MetricSample,
+        "ebbtide:policy/types@0.1.0/miss": crate::model::Miss,
+    },
 });
 
 use ebbtide::policy::types as w;
@@ -33,66 +48,35 @@ pub fn describe<P: Policy>() -> w::PolicyInfo {
     }
 }
 
-pub fn decide<P: Policy>(params: &str, snapshot: w::Snapshot, state: &[u8]) -> Result<w::Decision, String> {
-    let decision = decide_json::<P>(params, &snapshot_from_wit(snapshot), state)?;
+pub fn decide<P: Policy>(params: &str, snapshot: &m::Snapshot, state: &[u8]) -> Result<w::Decision, String> {
+    let decision = decide_json::<P>(params, snapshot, state)?;
     Ok(decision_to_wit(decision))
 }
 
-fn snapshot_from_wit(s: w::Snapshot) -> m::Snapshot {
-    m::Snapshot {
-        now_ms: s.now_ms,
-        trigger: match s.trigger {
-            w::Trigger::Tick => m::Trigger::Tick,
-            w::Trigger::Pressure => m::Trigger::Pressure,
-            w::Trigger::Membership => m::Trigger::Membership,
-            w::Trigger::Manual => m::Trigger::Manual,
-        },
-        names: s.names,
-        capability_sets: s
-            .capability_sets
-            .into_iter()
-            .map(|set| set.into_iter().map(|c| m::Capability { name: c.name, value: c.value }).collect())
-            .collect(),
-        adapters: s
-            .adapters
-            .into_iter()
-            .map(|a| m::Adapter {
-                id: a.id,
-                max_worker_groups: a.max_worker_groups,
-                workers_per_group: a.workers_per_group,
-                capabilities: a.capabilities,
-                priority: a.priority,
-            })
-            .collect(),
-        task_groups: s
-            .task_groups
-            .into_iter()
-            .map(|t| m::TaskGroup { capabilities: t.capabilities, pending: t.pending, running: t.running })
-            .collect(),
-        worker_groups: s
-            .worker_groups
-            .into_iter()
-            .map(|g| m::WorkerGroup {
-                id: g.id,
-                adapter: g.adapter,
-                capabilities: g.capabilities,
-                state: match g.state {
-                    w::GroupState::Starting => m::GroupState::Starting,
-                    w::GroupState::Running => m::GroupState::Running,
-                    w::GroupState::Draining => m::GroupState::Draining,
-                },
-                workers: g.workers,
-                queued_tasks: g.queued_tasks,
-                idle_workers: g.idle_workers,
-                idle_ms: g.idle_ms,
-            })
-            .collect(),
-        metrics: s
-            .metrics
-            .into_iter()
-            .map(|x| m::MetricSample { group: x.group, name: x.name, value: x.value })
-            .collect(),
-        misses: s.misses.into_iter().map(|x| m::Miss { adapter: x.adapter, count: x.count }).collect(),
+impl m::Trigger {
+    /// Called by the generated lifting code with the enum's case index.
+    #[doc(hidden)]
+    pub unsafe fn _lift(value: u8) -> Self {
+        match value {
+            0 => m::Trigger::Tick,
+            1 => m::Trigger::Pressure,
+            2 => m::Trigger::Membership,
+            // The canonical ABI traps on an out-of-range case before the guest sees it.
+            _ => m::Trigger::Manual,
+        }
+    }
+}
+
+impl m::GroupState {
+    /// Called by the generated lifting code with the enum's case index.
+    #[doc(hidden)]
+    pub unsafe fn _lift(value: u8) -> Self {
+        match value {
+            0 => m::GroupState::Starting,
+            1 => m::GroupState::Running,
+            // As for `Trigger`: 2 is the last case the ABI lets through.
+            _ => m::GroupState::Draining,
+        }
     }
 }
 

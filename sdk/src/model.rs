@@ -1,7 +1,10 @@
 //! Plain Rust mirrors of the records in `wit/policy.wit`.
 //!
-//! Field for field the same as the contract, so converting from the generated bindings is a move, not
-//! a lookup. They derive serde so hosts can log and replay snapshots and decisions.
+//! Field for field the same as the contract: inside a WebAssembly guest the snapshot is lifted
+//! straight into these types (see `guest`). The records a snapshot lists are `repr(C)`, the layout
+//! the generated bindings assume: a list of records whose every bit pattern is valid (capabilities,
+//! task groups, metric samples, misses) is handed over without a copy. They derive serde so hosts
+//! can log and replay snapshots and decisions.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +14,7 @@ pub type NameId = u32;
 pub type CapsetId = u32;
 
 /// One capability of a set; `value` -1 means "present, no quantity".
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Capability {
     pub name: NameId,
@@ -25,6 +29,7 @@ pub struct NamedCapability {
     pub value: i64,
 }
 
+#[repr(C)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Adapter {
     pub id: NameId,
@@ -37,6 +42,7 @@ pub struct Adapter {
     pub priority: i32,
 }
 
+#[repr(C)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskGroup {
     pub capabilities: CapsetId,
@@ -52,6 +58,7 @@ pub enum GroupState {
     Draining,
 }
 
+#[repr(C)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerGroup {
     pub id: u64,
@@ -65,6 +72,7 @@ pub struct WorkerGroup {
     pub idle_ms: u64,
 }
 
+#[repr(C)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricSample {
     /// Index into [`Snapshot::worker_groups`].
@@ -73,6 +81,7 @@ pub struct MetricSample {
     pub value: f64,
 }
 
+#[repr(C)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Miss {
     pub adapter: NameId,

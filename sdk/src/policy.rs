@@ -48,10 +48,10 @@ macro_rules! export_policy {
                 }
                 fn decide(
                     params: String,
-                    snapshot: __types::Snapshot,
+                    snapshot: $crate::Snapshot,
                     state: Vec<u8>,
                 ) -> Result<__types::Decision, String> {
-                    $crate::guest::decide::<$policy>(&params, snapshot, &state)
+                    $crate::guest::decide::<$policy>(&params, &snapshot, &state)
                 }
             }
     $crate::guest::__export_scaling_policy!(__EbbtideExport with_types_in $crate::guest);

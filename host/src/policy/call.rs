@@ -12,7 +12,7 @@ use wasmtime::component::{Func, TypedFunc};
 use wasmtime::{Store, Trap};
 
 use super::PolicyError;
-use super::bindings::{ScalingPolicy, decision_from_wit, info_from_wit, snapshot_to_wit, w};
+use super::bindings::{ScalingPolicy, decision_from_wit, info_from_wit, w};
 use super::component::LoadedPolicy;
 use super::engine::{EPOCH_TICK, ticking};
 use super::lowering::WireSnapshot;
@@ -24,15 +24,17 @@ pub const MAX_DIAGNOSTICS: usize = 1_000;
 pub const MAX_STATE_BYTES: usize = 1 << 20;
 const MAX_TEXT: usize = 4096;
 
-/// A live instance of a policy: its store, the bindings into it, and its `decide` export.
+/// A live instance of a policy: its store, the instance and its `decide` export. The generated
+/// bindings are only looked up (by name) for the rare `describe` and `validate` calls, not on
+/// every instantiation.
 pub struct Instance {
     store: Store<StoreState>,
-    bindings: ScalingPolicy,
+    instance: wasmtime::component::Instance,
     decide: Func,
 }
 
 /// `decide` called with the fast-lowering snapshot (see `lowering`).
-type DecideFn<'a> = TypedFunc<(&'a str, &'a WireSnapshot, &'a [u8]), (Result<w::Decision, String>,)>;
+type DecideFn<'a> = TypedFunc<(&'a str, &'a WireSnapshot<'a>, &'a [u8]), (Result<w::Decision, String>,)>;
 
 impl LoadedPolicy {
     /// A new instance, created within the policy's limits.
@@ -44,18 +46,17 @@ impl LoadedPolicy {
         let prepared = self.prepare(&mut store);
         drop(ticking);
         match prepared {
-            Ok((bindings, decide)) => Ok(Instance { store, bindings, decide }),
+            Ok((instance, decide)) => Ok(Instance { store, instance, decide }),
             Err(e) => Err(self.classify("instantiation", &mut store, e)),
         }
     }
 
-    fn prepare(&self, store: &mut Store<StoreState>) -> wasmtime::Result<(ScalingPolicy, Func)> {
+    fn prepare(&self, store: &mut Store<StoreState>) -> wasmtime::Result<(wasmtime::component::Instance, Func)> {
         let instance = self.pre.instance_pre().instantiate(&mut *store)?;
-        let bindings = ScalingPolicy::new(&mut *store, &instance)?;
         let decide = instance
             .get_func(&mut *store, self.decide_export)
             .ok_or_else(|| wasmtime::format_err!("the component has no decide export"))?;
-        Ok((bindings, decide))
+        Ok((instance, decide))
     }
 
     /// One decision in a fresh instance.
@@ -71,7 +72,7 @@ impl LoadedPolicy {
         snapshot: &Snapshot,
         state: &[u8],
     ) -> Result<Decision, PolicyError> {
-        let wit_snapshot = snapshot_to_wit(snapshot);
+        let wit_snapshot = WireSnapshot::new(snapshot);
         let decide = instance.decide;
         let result = self.run(instance, "decide", |_, s| {
             let f: DecideFn<'_> = decide.typed(&*s)?;
@@ -85,7 +86,7 @@ impl LoadedPolicy {
     /// `validate(params)`: `Ok(Err(messages))` when the policy rejects them.
     pub fn validate(&self, params: &str) -> Result<Result<(), Vec<String>>, PolicyError> {
         let mut instance = self.instantiate()?;
-        self.run(&mut instance, "validate", |b, s| b.ebbtide_policy_policy().call_validate(s, params))
+        self.run(&mut instance, "validate", |i, s| bindings(i, s)?.ebbtide_policy_policy().call_validate(s, params))
     }
 
     /// Sets the deadline, fuel and limiter for the next call.
@@ -102,11 +103,11 @@ impl LoadedPolicy {
         &self,
         instance: &mut Instance,
         call: &'static str,
-        f: impl FnOnce(&ScalingPolicy, &mut Store<StoreState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&wasmtime::component::Instance, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
         self.arm(&mut instance.store);
         let ticking = ticking();
-        let result = f(&instance.bindings, &mut instance.store);
+        let result = f(&instance.instance, &mut instance.store);
         drop(ticking);
         match result {
             Ok(r) => {
@@ -178,7 +179,8 @@ fn last_words(output: &str) -> Option<String> {
 /// `describe()` in a fresh instance (used once, at load).
 pub(super) fn describe(policy: &LoadedPolicy) -> Result<PolicyInfo, PolicyError> {
     let mut instance = policy.instantiate()?;
-    let info = policy.run(&mut instance, "describe", |b, s| b.ebbtide_policy_policy().call_describe(s))?;
+    let info =
+        policy.run(&mut instance, "describe", |i, s| bindings(i, s)?.ebbtide_policy_policy().call_describe(s))?;
     if info.name.is_empty() || info.name.len() > 64 {
         return Err(PolicyError::InvalidDecision(format!(
             "describe() must return a name of 1 to 64 characters, got {:?}",
@@ -188,12 +190,20 @@ pub(super) fn describe(policy: &LoadedPolicy) -> Result<PolicyInfo, PolicyError>
     Ok(info_from_wit(info))
 }
 
+/// The generated bindings of an instance, looked up by export name.
+fn bindings(
+    instance: &wasmtime::component::Instance,
+    store: &mut Store<StoreState>,
+) -> wasmtime::Result<ScalingPolicy> {
+    ScalingPolicy::new(store, instance)
+}
+
 /// What a fresh instance costs over a kept one, in microseconds: the fastest of a few
 /// `instantiate + describe` minus the fastest `describe` in a kept instance. Timing a first call, not
 /// instantiation alone, counts engines that initialize lazily on first use (a JavaScript guest's).
 pub(super) fn fresh_instance_cost_us(policy: &LoadedPolicy) -> Result<u64, PolicyError> {
     let describe = |instance: &mut Instance| {
-        policy.run(instance, "describe", |b, s| b.ebbtide_policy_policy().call_describe(s)).map(|_| ())
+        policy.run(instance, "describe", |i, s| bindings(i, s)?.ebbtide_policy_policy().call_describe(s)).map(|_| ())
     };
     let (mut fresh, mut kept) = (u64::MAX, u64::MAX);
     let mut instance = policy.instantiate()?;

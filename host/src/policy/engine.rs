@@ -120,10 +120,13 @@ fn pooling() -> PoolingAllocationConfig {
     pool.max_memories_per_module(2);
     pool.max_core_instance_size(4 << 20);
     pool.max_component_instance_size(4 << 20);
-    // A fresh instance per decision touches the same first pages of memory every time. Keeping
-    // them resident (reset with memset when a slot is reused, instead of returned to the kernel and
-    // faulted in again) halves the cost of a fresh decision on the large snapshot.
-    pool.linear_memory_keep_resident(1 << 20);
+    // A fresh instance per decision touches the same pages of memory every time. Keeping them
+    // resident (reset with memset when a slot is reused, instead of returned to the kernel and
+    // faulted in again) halves the cost of a fresh decision on the large snapshot. A Rust guest's
+    // first 1 MiB is its stack and its heap starts above it, so 1 MiB kept none of the heap: 4 MiB
+    // keeps a large snapshot's (measured with `policy bench capability --size large`: 2 MiB already
+    // sufficed, 8 MiB gained nothing). Only pages a guest has touched are kept.
+    pool.linear_memory_keep_resident(4 << 20);
     pool.table_keep_resident(64 << 10);
     pool
 }
