@@ -25,6 +25,8 @@ struct Scheduler {
     proc: Proc,
     admin: String,
     log: PathBuf,
+    /// A worker, so that the tick runs (an empty scheduler sets no timer and does not decide).
+    _worker: Proc,
 }
 
 impl Scheduler {
@@ -49,8 +51,9 @@ impl Scheduler {
             args.extend(["--limit", *limit]);
         }
         let mut proc = Proc::start(dir, name, &args);
-        let (_, admin) = proc.listening();
-        Scheduler { proc, admin: admin.expect("admin address"), log }
+        let (address, admin) = proc.listening();
+        let _worker = Proc::start(dir, &format!("{name}-worker"), &["worker", &address]);
+        Scheduler { proc, admin: admin.expect("admin address"), log, _worker }
     }
 
     /// Waits until a decision was made by the build `bytes`.
