@@ -5,6 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{config, http_get, http_post, rss_kib, scheduler, status, submit, up, wait_for};
@@ -272,18 +273,24 @@ fn quotas_refuse_with_the_setting_and_a_leaving_client_takes_its_tasks() {
     wait_for("the leaving client's tasks to go", Duration::from_secs(5), || status(&admin)["tasks"]["pending"] == 0);
 }
 
+/// An `ebbtide worker --allow-exec` joined to the scheduler (its stderr in `dir`).
+fn exec_worker(dir: &Path, address: &str, admin: &str) -> std::process::Child {
+    let worker = std::process::Command::new(common::cluster::binary())
+        .args(["worker", address, "--allow-exec"])
+        .stderr(std::fs::File::create(dir.join("worker.stderr")).unwrap())
+        .spawn()
+        .expect("worker starts");
+    wait_for("the worker", Duration::from_secs(10), || status(admin)["workers"] == 1);
+    worker
+}
+
 /// A cancel stops the running task at once, process group and all, and the worker is free again
 /// only after it said so.
 #[test]
 fn cancel_stops_the_whole_process_group_and_frees_the_worker() {
     let dir = common::temp_dir("hardening-cancel");
     let (_proc, address, admin) = scheduler(&dir, "scheduler", &[]);
-    let mut worker = std::process::Command::new(common::cluster::binary())
-        .args(["worker", &address, "--allow-exec"])
-        .stderr(std::fs::File::create(dir.join("worker.stderr")).unwrap())
-        .spawn()
-        .expect("worker starts");
-    wait_for("the worker", Duration::from_secs(10), || status(&admin)["workers"] == 1);
+    let mut worker = exec_worker(&dir, &address, &admin);
     let pid_file = dir.join("grandchild.pid");
     let command = format!("sleep 300 & echo $! > {}; wait", pid_file.display());
     let mut client = RawPeer::join(&address, Role::Client, "");
@@ -318,12 +325,7 @@ fn cancel_stops_the_whole_process_group_and_frees_the_worker() {
 fn a_cancelled_prefetched_task_never_runs() {
     let dir = common::temp_dir("hardening-cancel-prefetched");
     let (_proc, address, admin) = scheduler(&dir, "scheduler", &["--worker-prefetch", "4"]);
-    let mut worker = std::process::Command::new(common::cluster::binary())
-        .args(["worker", &address, "--allow-exec"])
-        .stderr(std::fs::File::create(dir.join("worker.stderr")).unwrap())
-        .spawn()
-        .expect("worker starts");
-    wait_for("the worker", Duration::from_secs(10), || status(&admin)["workers"] == 1);
+    let mut worker = exec_worker(&dir, &address, &admin);
     let marker = dir.join("ran");
     let mut client = RawPeer::join(&address, Role::Client, "");
     client.send(&task(1, "sleep", "1500"));

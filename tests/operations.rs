@@ -64,7 +64,8 @@ fn submit_in_background(address: &str, args: &[&str]) -> Child {
 }
 
 /// The README's `submit --capabilities gpu=1`: under the default `policy_content` a native adapter's
-/// group with gpu starts and runs it; under `scaling=vanilla`, which starts groups without
+/// group with gpu starts and runs it, and with no adapter at all `/status` says why it waits; under
+/// `scaling=vanilla`, which starts groups without
 /// capabilities, the task is stuck and `/status` and the log say so within a few decisions, naming the
 /// capability, the count, the policy and what would serve it.
 #[test]
@@ -77,6 +78,18 @@ fn a_task_no_policy_serves_is_explained_and_the_default_serves_it() {
     let (_up, address, _admin) = common::cluster::up(&dir, "default", &text);
     let summary = submit(&address, &["--function", "echo", "--payload", "hi", "--capabilities", "gpu=1"]);
     assert_eq!(summary["done"], 1, "the default pairing serves a gpu task: {summary}");
+
+    // The default configuration with no adapter that could start a gpu worker: explained at once.
+    let mut alone = Proc::start(&dir, "alone", &["scheduler", "tcp://127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let (address, admin) = alone.listening();
+    let admin = admin.unwrap();
+    let mut client = submit_in_background(&address, &["--function", "echo", "--capabilities", "gpu=1"]);
+    wait_for("a diagnostic naming gpu", Duration::from_secs(10), || {
+        diagnostics(&admin).iter().any(|d| d.contains("gpu"))
+    });
+    let _ = client.kill();
+    let _ = client.wait();
+    drop(alone);
 
     let (up, address, admin) = common::cluster::up(&dir, "vanilla", &config("scaling=vanilla", 100, None, adapter));
     let mut client = submit_in_background(&address, &["--function", "echo", "--capabilities", "gpu=1", "--count", "2"]);

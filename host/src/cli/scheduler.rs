@@ -205,7 +205,7 @@ impl SchedulerArgs {
         };
         history.validate().map_err(anyhow::Error::msg)?;
         let pid_file = self.pid_file.clone().or(s.pid_file.clone());
-        
+
         let compile_cache_dir = self
             .compile_cache_dir
             .clone()
