@@ -7,9 +7,40 @@
 pub mod native;
 pub mod slurm;
 
+use std::time::Duration;
+
+use ebbtide_sdk::CapMap;
+
 use crate::protocol::peer::Outbox;
-use crate::protocol::{AdapterHeartbeat, CommandResponse, Message};
+use crate::protocol::{AdapterHeartbeat, Address, CommandResponse, Message};
 use crate::scheduler::config::HEARTBEAT_INTERVAL;
+
+/// What every adapter is told, whatever engine it drives.
+#[derive(Clone, Debug)]
+pub struct AdapterOptions {
+    pub address: Address,
+    /// The adapter id policies see; unique per scheduler (for Slurm also per Slurm user: it tags
+    /// the jobs).
+    pub id: String,
+    /// 0: unbounded.
+    pub max_worker_groups: u32,
+    pub workers_per_group: u32,
+    /// What this adapter's workers offer; `None`: any set.
+    pub capabilities: Option<CapMap>,
+    pub priority: i32,
+    /// The adapter's own token (`adapter_token` on the scheduler).
+    pub token: String,
+    /// The token its workers present (`worker_token` on the scheduler).
+    pub worker_token: String,
+    /// Between the TERM signal to a group's workers and killing them (native: SIGKILL; Slurm:
+    /// cancelling the job).
+    pub grace: Duration,
+    /// The worker command: a program and its first arguments, to which each worker's own are added
+    /// (`ADDRESS --group ID [--capabilities C] [--allow-exec]`, with the token in `EBBTIDE_TOKEN`).
+    pub worker_command: Vec<String>,
+    /// Passed to workers (`--allow-exec`).
+    pub allow_exec: bool,
+}
 
 /// Sends the adapter's heartbeat (its limits and capabilities) every interval, until the connection
 /// is gone.

@@ -16,32 +16,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::{heartbeats, stopped};
+use super::{AdapterOptions, heartbeats, stopped};
 use crate::protocol::peer::{Connection, Outbox};
-use crate::protocol::{AdapterCommand, AdapterHeartbeat, Address, CommandResponse, Message, Role};
-
-#[derive(Clone, Debug)]
-pub struct NativeOptions {
-    pub address: Address,
-    /// The adapter id policies see; unique per scheduler.
-    pub id: String,
-    pub max_worker_groups: u32,
-    pub workers_per_group: u32,
-    /// What this adapter's machines offer; `None`: any set.
-    pub capabilities: Option<CapMap>,
-    pub priority: i32,
-    /// The adapter's own token (`adapter_token` on the scheduler).
-    pub token: String,
-    /// The token its workers present (`worker_token` on the scheduler).
-    pub worker_token: String,
-    /// Between SIGTERM and SIGKILL.
-    pub grace: Duration,
-    /// The worker command: a program and its first arguments, to which each worker's own are added
-    /// (`ADDRESS --group ID [--capabilities C] [--allow-exec]`, with the token in `EBBTIDE_TOKEN`).
-    pub worker_command: Vec<String>,
-    /// Passed to workers (`--allow-exec`).
-    pub allow_exec: bool,
-}
+use crate::protocol::{AdapterCommand, AdapterHeartbeat, CommandResponse, Message, Role};
 
 struct RunningGroup {
     stop: oneshot::Sender<()>,
@@ -49,7 +26,7 @@ struct RunningGroup {
 }
 
 /// Runs until `shutdown` turns true or the scheduler goes away; then stops every group it started.
-pub async fn run(options: NativeOptions, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(options: AdapterOptions, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut connection = Connection::open(&options.address, Role::Adapter, &options.id, &options.token).await?;
     tracing::info!(adapter = %options.id, "connected to {}", options.address);
     let outbox = connection.outbox.clone();
@@ -107,7 +84,7 @@ pub async fn run(options: NativeOptions, mut shutdown: watch::Receiver<bool>) ->
 
 /// Spawns the group's processes and a supervisor that reports their end.
 fn start_group(
-    options: &NativeOptions,
+    options: &AdapterOptions,
     group_id: u64,
     requested: &CapMap,
     outbox: Outbox,
@@ -147,7 +124,7 @@ fn start_group(
     Ok((RunningGroup { stop, supervisor }, pids))
 }
 
-fn spawn_worker(options: &NativeOptions, group_id: u64, capabilities: &CapMap) -> anyhow::Result<Child> {
+fn spawn_worker(options: &AdapterOptions, group_id: u64, capabilities: &CapMap) -> anyhow::Result<Child> {
     let caps: Vec<String> =
         capabilities.iter().map(|(k, v)| if *v == -1 { k.clone() } else { format!("{k}={v}") }).collect();
     let (program, leading) =

@@ -7,7 +7,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Outcome;
 use super::config::parse_capabilities;
-use crate::adapter::native::{self, NativeOptions};
+use crate::adapter::AdapterOptions;
+use crate::adapter::native;
 use crate::adapter::slurm::{self, SlurmOptions, SlurmSettings};
 use crate::client::{Submission, SubmitOptions, Summary};
 use crate::protocol::Address;
@@ -72,16 +73,16 @@ start-up. See docs/adapters.md."
     Slurm(SlurmArgs),
 }
 
+/// What both adapters take: where the scheduler is, their limits and tokens.
 #[derive(Args)]
-pub struct NativeArgs {
+pub struct AdapterArgs {
+    /// The scheduler, e.g. tcp://10.0.0.5:8516.
     #[arg(value_parser = address)]
     pub address: Address,
-    /// The adapter id policies see; unique per scheduler.
-    #[arg(long, default_value = "native")]
-    pub id: String,
     /// At most this many groups at once (0: unbounded).
     #[arg(long, default_value_t = 8)]
     pub max_groups: u32,
+    /// Workers per group (for Slurm, the job's --ntasks).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub workers_per_group: u32,
     /// What this adapter's workers offer, e.g. gpu=1,linux; leave out to offer any set.
@@ -90,16 +91,13 @@ pub struct NativeArgs {
     /// Lower is preferred by policies.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i32,
-    /// Milliseconds between SIGTERM and SIGKILL when a group is shut down.
+    /// Milliseconds between SIGTERM to a group's workers and killing them (native: SIGKILL; Slurm:
+    /// cancelling the job).
     #[arg(long, default_value_t = 5000)]
     pub grace_ms: u64,
     /// Start workers with --allow-exec.
     #[arg(long)]
     pub allow_exec: bool,
-    /// The worker command, split on spaces, e.g. "python3 -m ebbtide.worker"; each worker gets
-    /// ADDRESS --group ID [--capabilities C] added. Default: this binary's `ebbtide worker`.
-    #[arg(long, value_parser = worker_command)]
-    pub command: Option<WorkerCommand>,
     /// The token this adapter presents (the scheduler's adapter_token, or its token).
     #[arg(long, env = "EBBTIDE_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
@@ -108,32 +106,45 @@ pub struct NativeArgs {
     pub worker_token: Option<String>,
 }
 
+impl AdapterArgs {
+    /// The options of an adapter with this id and worker command (`None`: this binary's `worker`).
+    fn options(self, id: String, worker_command: Option<Vec<String>>) -> AdapterOptions {
+        AdapterOptions {
+            address: self.address,
+            id,
+            max_worker_groups: self.max_groups,
+            workers_per_group: self.workers_per_group,
+            capabilities: self.capabilities,
+            priority: self.priority,
+            worker_token: self.worker_token.unwrap_or_else(|| self.token.clone()),
+            token: self.token,
+            grace: Duration::from_millis(self.grace_ms),
+            worker_command: worker_command.unwrap_or_else(crate::adapter::default_worker_command),
+            allow_exec: self.allow_exec,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct NativeArgs {
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+    /// The adapter id policies see; unique per scheduler.
+    #[arg(long, default_value = "native")]
+    pub id: String,
+    /// The worker command, split on spaces, e.g. "python3 -m ebbtide.worker"; each worker gets
+    /// ADDRESS --group ID [--capabilities C] added. Default: this binary's `ebbtide worker`.
+    #[arg(long, value_parser = worker_command)]
+    pub command: Option<WorkerCommand>,
+}
+
 #[derive(Args)]
 pub struct SlurmArgs {
-    /// The scheduler, e.g. tcp://10.0.0.5:8516.
-    #[arg(value_parser = address)]
-    pub address: Address,
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
     /// The adapter id policies see; unique per scheduler and per Slurm user (it tags the jobs).
     #[arg(long, default_value = "slurm")]
     pub id: String,
-    /// At most this many groups (jobs) at once (0: unbounded).
-    #[arg(long, default_value_t = 8)]
-    pub max_groups: u32,
-    /// Workers per group: the job's --ntasks.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub workers_per_group: u32,
-    /// What this adapter's jobs offer, e.g. gpu=1,linux; leave out to offer any set.
-    #[arg(long, value_parser = parse_capabilities)]
-    pub capabilities: Option<ebbtide_sdk::CapMap>,
-    /// Lower is preferred by policies.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub priority: i32,
-    /// Milliseconds between SIGTERM to a group's workers and cancelling its job.
-    #[arg(long, default_value_t = 5000)]
-    pub grace_ms: u64,
-    /// Start workers with --allow-exec.
-    #[arg(long)]
-    pub allow_exec: bool,
     /// sbatch --partition (default: the cluster's default partition).
     #[arg(long)]
     pub partition: Option<String>,
@@ -162,12 +173,6 @@ pub struct SlurmArgs {
     /// Milliseconds after which a Slurm command counts as failed.
     #[arg(long, default_value_t = 30_000)]
     pub command_timeout_ms: u64,
-    /// The token this adapter presents (the scheduler's adapter_token, or its token).
-    #[arg(long, env = "EBBTIDE_TOKEN", hide_env_values = true, default_value = "")]
-    pub token: String,
-    /// The token its workers present (the scheduler's worker_token) [default: --token].
-    #[arg(long, env = "EBBTIDE_WORKER_TOKEN", hide_env_values = true)]
-    pub worker_token: Option<String>,
     /// The worker command, after `--` (default: this binary's `worker`); it gets ADDRESS --group ID
     /// [--capabilities ...] appended.
     #[arg(last = true, value_name = "WORKER COMMAND")]
@@ -258,19 +263,7 @@ pub fn adapter(command: AdapterCommand) -> anyhow::Result<Outcome> {
         AdapterCommand::Native(args) => args,
         AdapterCommand::Slurm(args) => return slurm_adapter(args),
     };
-    let options = NativeOptions {
-        address: args.address,
-        id: args.id,
-        max_worker_groups: args.max_groups,
-        workers_per_group: args.workers_per_group,
-        capabilities: args.capabilities,
-        priority: args.priority,
-        worker_token: args.worker_token.unwrap_or_else(|| args.token.clone()),
-        token: args.token,
-        grace: Duration::from_millis(args.grace_ms),
-        worker_command: args.command.map(|c| c.0).unwrap_or_else(crate::adapter::default_worker_command),
-        allow_exec: args.allow_exec,
-    };
+    let options = args.adapter.options(args.id, args.command.map(|c| c.0));
     super::runtime()?.block_on(async {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -283,18 +276,9 @@ pub fn adapter(command: AdapterCommand) -> anyhow::Result<Outcome> {
 }
 
 fn slurm_adapter(args: SlurmArgs) -> anyhow::Result<Outcome> {
+    let worker_command = (!args.command.is_empty()).then_some(args.command);
     let options = SlurmOptions {
-        address: args.address,
-        id: args.id,
-        max_worker_groups: args.max_groups,
-        workers_per_group: args.workers_per_group,
-        capabilities: args.capabilities,
-        priority: args.priority,
-        worker_token: args.worker_token.clone().unwrap_or_else(|| args.token.clone()),
-        token: args.token,
-        grace: Duration::from_millis(args.grace_ms),
-        worker_command: if args.command.is_empty() { crate::adapter::default_worker_command() } else { args.command },
-        allow_exec: args.allow_exec,
+        adapter: args.adapter.options(args.id, worker_command),
         slurm: SlurmSettings {
             partition: args.partition,
             account: args.account,

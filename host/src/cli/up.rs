@@ -9,7 +9,8 @@ use tokio::task::JoinHandle;
 
 use super::config::{AdapterSection, FileConfig, parse_capabilities};
 use super::scheduler::{Launched, Reload, SchedulerArgs, launch, stop_requested};
-use crate::adapter::native::{self, NativeOptions};
+use crate::adapter::AdapterOptions;
+use crate::adapter::native;
 use crate::adapter::slurm::{self, SlurmOptions};
 use crate::protocol::Address;
 use crate::scheduler::Tokens;
@@ -36,41 +37,26 @@ impl Adapters {
             let capabilities =
                 a.capabilities.as_deref().map(parse_capabilities).transpose().map_err(anyhow::Error::msg)?;
             let stopped = stopped.clone();
+            let adapter = AdapterOptions {
+                address: address.clone(),
+                id: id.clone(),
+                max_worker_groups: a.max_worker_groups,
+                workers_per_group: a.workers_per_group,
+                capabilities,
+                priority: a.priority,
+                token: token.clone(),
+                worker_token: worker_token.clone(),
+                grace: Duration::from_millis(a.grace_ms),
+                worker_command: a.command.clone().unwrap_or_else(crate::adapter::default_worker_command),
+                allow_exec: a.allow_exec,
+            };
             let run = match a.kind.as_str() {
                 "slurm" => {
-                    let options = SlurmOptions {
-                        address: address.clone(),
-                        id: id.clone(),
-                        max_worker_groups: a.max_worker_groups,
-                        workers_per_group: a.workers_per_group,
-                        capabilities,
-                        priority: a.priority,
-                        token: token.clone(),
-                        worker_token: worker_token.clone(),
-                        grace: Duration::from_millis(a.grace_ms),
-                        worker_command: a.command.clone().unwrap_or_else(crate::adapter::default_worker_command),
-                        allow_exec: a.allow_exec,
-                        slurm: a.slurm.clone().unwrap_or_default(),
-                    };
+                    let options = SlurmOptions { adapter, slurm: a.slurm.clone().unwrap_or_default() };
                     let client = slurm::prepare(&options).await.with_context(|| format!("adapter {id}"))?;
                     Box::pin(slurm::serve(options, client, stopped)) as AdapterRun
                 }
-                _ => Box::pin(native::run(
-                    NativeOptions {
-                        address: address.clone(),
-                        id: id.clone(),
-                        max_worker_groups: a.max_worker_groups,
-                        workers_per_group: a.workers_per_group,
-                        capabilities,
-                        priority: a.priority,
-                        token: token.clone(),
-                        worker_token: worker_token.clone(),
-                        grace: Duration::from_millis(a.grace_ms),
-                        worker_command: a.command.clone().unwrap_or_else(crate::adapter::default_worker_command),
-                        allow_exec: a.allow_exec,
-                    },
-                    stopped,
-                )),
+                _ => Box::pin(native::run(adapter, stopped)),
             };
             println!("  {}", describe_adapter(&id, a));
             tasks.push(tokio::spawn(async move {

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 pub use commands::{JobRow, Slurm};
 pub use job::JobTag;
 
-use super::{heartbeats, stopped};
+use super::{AdapterOptions, heartbeats, stopped};
 use crate::protocol::peer::{Connection, Outbox};
 use crate::protocol::{AdapterCommand, AdapterHeartbeat, Address, CommandResponse, Message, Role};
 
@@ -96,24 +96,7 @@ impl Default for SlurmSettings {
 
 #[derive(Clone, Debug)]
 pub struct SlurmOptions {
-    pub address: Address,
-    /// The adapter id policies see; unique per scheduler, and per Slurm user (it tags the jobs).
-    pub id: String,
-    /// 0: unbounded.
-    pub max_worker_groups: u32,
-    pub workers_per_group: u32,
-    /// What this adapter's jobs offer; `None`: any set.
-    pub capabilities: Option<CapMap>,
-    pub priority: i32,
-    pub token: String,
-    /// The token its workers present (`worker_token` on the scheduler).
-    pub worker_token: String,
-    /// Between the TERM signal and the cancellation of a job being shut down.
-    pub grace: Duration,
-    /// The worker command, before its arguments (ADDRESS --group G [--capabilities C]).
-    pub worker_command: Vec<String>,
-    /// Passed to workers (`--allow-exec`).
-    pub allow_exec: bool,
+    pub adapter: AdapterOptions,
     pub slurm: SlurmSettings,
 }
 
@@ -168,12 +151,12 @@ struct Adapter {
 /// jobs an earlier run of this adapter left behind. Fails with a message saying what to fix.
 pub async fn prepare(options: &SlurmOptions) -> anyhow::Result<Slurm> {
     job::validate(&options.slurm).map_err(anyhow::Error::msg)?;
-    if options.worker_command.is_empty() {
+    if options.adapter.worker_command.is_empty() {
         anyhow::bail!(
             "the worker command is empty; leave it out for `ebbtide worker`, or give e.g. [\"python3\", \"-m\", \"ebbtide.worker\"]"
         );
     }
-    let tag = JobTag::new(&options.id).map_err(anyhow::Error::msg)?;
+    let tag = JobTag::new(&options.adapter.id).map_err(anyhow::Error::msg)?;
     let slurm = Slurm::locate(Duration::from_millis(options.slurm.command_timeout_ms))?;
     let rows = slurm.jobs().await.map_err(|e| {
         anyhow::anyhow!("cannot list Slurm jobs; is the controller (slurmctld) running and reachable? {e}")
@@ -181,7 +164,7 @@ pub async fn prepare(options: &SlurmOptions) -> anyhow::Result<Slurm> {
     let leftovers: Vec<String> =
         rows.iter().filter(|r| !r.ended() && tag.group_of(&r.name).is_some()).map(|r| r.id.clone()).collect();
     if !leftovers.is_empty() {
-        tracing::warn!(adapter = %options.id, "cancelling {} jobs an earlier run left behind: {}", leftovers.len(), leftovers.join(" "));
+        tracing::warn!(adapter = %options.adapter.id, "cancelling {} jobs an earlier run left behind: {}", leftovers.len(), leftovers.join(" "));
         slurm.cancel(&leftovers).await.map_err(|e| anyhow::anyhow!("cannot cancel jobs left behind: {e}"))?;
     }
     Ok(slurm)
@@ -198,17 +181,18 @@ pub async fn serve(options: SlurmOptions, slurm: Slurm, mut shutdown: watch::Rec
     let slurm = Arc::new(slurm);
     let worker_address = match &options.slurm.worker_address {
         Some(a) => a.parse().map_err(|e| anyhow::anyhow!("worker_address: {e}"))?,
-        None => options.address.clone(),
+        None => options.adapter.address.clone(),
     };
-    let mut connection = Connection::open(&options.address, Role::Adapter, &options.id, &options.token).await?;
-    tracing::info!(adapter = %options.id, "connected to {}", options.address);
+    let mut connection =
+        Connection::open(&options.adapter.address, Role::Adapter, &options.adapter.id, &options.adapter.token).await?;
+    tracing::info!(adapter = %options.adapter.id, "connected to {}", options.adapter.address);
     let heartbeat = tokio::spawn(heartbeats(
         connection.outbox.clone(),
         AdapterHeartbeat {
-            max_worker_groups: options.max_worker_groups,
-            workers_per_group: options.workers_per_group,
-            capabilities: options.capabilities.clone(),
-            priority: options.priority,
+            max_worker_groups: options.adapter.max_worker_groups,
+            workers_per_group: options.adapter.workers_per_group,
+            capabilities: options.adapter.capabilities.clone(),
+            priority: options.adapter.priority,
         },
     ));
     let (events, mut incoming) = mpsc::unbounded_channel();
@@ -216,7 +200,7 @@ pub async fn serve(options: SlurmOptions, slurm: Slurm, mut shutdown: watch::Rec
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut adapter = Adapter {
         submits: Arc::new(Semaphore::new(options.slurm.max_concurrent_submits.max(1) as usize)),
-        tag: JobTag::new(&options.id).map_err(anyhow::Error::msg)?,
+        tag: JobTag::new(&options.adapter.id).map_err(anyhow::Error::msg)?,
         options,
         worker_address,
         slurm,
@@ -275,7 +259,7 @@ impl Adapter {
         }
         let o = &self.options;
         // The adapter's own capabilities describe its nodes; the start may add to them.
-        let mut capabilities = o.capabilities.clone().unwrap_or_default();
+        let mut capabilities = o.adapter.capabilities.clone().unwrap_or_default();
         capabilities.extend(requested.iter().map(|(k, v)| (k.clone(), *v)));
         let mut worker_args = vec![self.worker_address.to_string(), "--group".to_owned(), group_id.to_string()];
         if !capabilities.is_empty() {
@@ -283,13 +267,13 @@ impl Adapter {
                 capabilities.iter().map(|(k, v)| if *v == -1 { k.clone() } else { format!("{k}={v}") }).collect();
             worker_args.extend(["--capabilities".to_owned(), caps.join(",")]);
         }
-        if o.allow_exec {
+        if o.adapter.allow_exec {
             worker_args.push("--allow-exec".to_owned());
         }
-        let args = job::sbatch_args(&o.slurm, &self.tag, group_id, o.workers_per_group, requested);
-        let script = job::script(&o.worker_command, &worker_args);
+        let args = job::sbatch_args(&o.slurm, &self.tag, group_id, o.adapter.workers_per_group, requested);
+        let script = job::script(&o.adapter.worker_command, &worker_args);
         let (slurm, submits, events, token) =
-            (self.slurm.clone(), self.submits.clone(), self.events.clone(), o.worker_token.clone());
+            (self.slurm.clone(), self.submits.clone(), self.events.clone(), o.adapter.worker_token.clone());
         self.jobs.insert(group_id, Job { id: None, running: false, unlisted: 0, stop: Stop::No });
         tokio::spawn(async move {
             let _permit = submits.acquire_owned().await;
@@ -301,7 +285,7 @@ impl Adapter {
     /// Why a start cannot be taken, if it cannot: the scheduler keeps within `max_worker_groups` and
     /// never reuses a group id, so this only guards against a peer that does not.
     fn refusal(&self, group_id: u64) -> Option<String> {
-        let max = self.options.max_worker_groups as usize;
+        let max = self.options.adapter.max_worker_groups as usize;
         let live = self.jobs.values().filter(|j| j.stop == Stop::No).count();
         if self.jobs.contains_key(&group_id) {
             Some(format!("group {group_id} already has a job"))
@@ -341,7 +325,7 @@ impl Adapter {
             }
             Event::Listed(Err(e)) => {
                 self.listing = false;
-                tracing::warn!(adapter = %self.options.id, "cannot list jobs (will retry): {e}");
+                tracing::warn!(adapter = %self.options.adapter.id, "cannot list jobs (will retry): {e}");
                 false
             }
         }
@@ -350,7 +334,8 @@ impl Adapter {
     fn submitted(&mut self, group_id: u64, request_id: u64, result: Result<String, String>) -> bool {
         let response = match result {
             Ok(id) => {
-                let worker_ids = (0..self.options.workers_per_group).map(|task| format!("{id}.{task}")).collect();
+                let worker_ids =
+                    (0..self.options.adapter.workers_per_group).map(|task| format!("{id}.{task}")).collect();
                 tracing::info!(group = group_id, job = %id, "group submitted");
                 let job = self.jobs.get_mut(&group_id).expect("inserted by start, removed only once known");
                 job.id = Some(id);
@@ -407,7 +392,7 @@ impl Adapter {
                 && now >= *cancel_at
             {
                 overdue.push(id.clone());
-                *cancel_at = now + self.options.grace;
+                *cancel_at = now + self.options.adapter.grace;
             }
         }
         for (group, reason) in ended {
@@ -430,7 +415,7 @@ impl Adapter {
             .map(|r| r.id.clone())
             .collect();
         if !strays.is_empty() {
-            tracing::warn!(adapter = %self.options.id, "cancelling jobs this adapter is not running: {}", strays.join(" "));
+            tracing::warn!(adapter = %self.options.adapter.id, "cancelling jobs this adapter is not running: {}", strays.join(" "));
         }
         overdue.extend(strays);
         self.spawn_cancel(overdue);
@@ -438,7 +423,7 @@ impl Adapter {
 
     /// Signals running jobs to stop (their workers get SIGTERM) and cancels pending ones.
     fn flush_stops(&mut self) {
-        let deadline = Instant::now() + self.options.grace;
+        let deadline = Instant::now() + self.options.adapter.grace;
         let (mut running, mut pending) = (vec![], vec![]);
         for group in std::mem::take(&mut self.to_stop) {
             let Some(job) = self.jobs.get_mut(&group) else { continue };
@@ -489,11 +474,11 @@ impl Adapter {
         if ids.is_empty() {
             return;
         }
-        tracing::info!(adapter = %self.options.id, "cancelling {} jobs: {}", ids.len(), ids.join(" "));
+        tracing::info!(adapter = %self.options.adapter.id, "cancelling {} jobs: {}", ids.len(), ids.join(" "));
         if let Err(e) = self.slurm.cancel(&ids).await {
             tracing::warn!("scancel {}: {e}", ids.join(" "));
         }
-        let deadline = Instant::now() + self.options.grace + timeout;
+        let deadline = Instant::now() + self.options.adapter.grace + timeout;
         while Instant::now() < deadline {
             match self.slurm.jobs().await {
                 Ok(rows) if !rows.iter().any(|r| ids.contains(&r.id) && !r.ended()) => return,
@@ -502,7 +487,7 @@ impl Adapter {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        tracing::warn!(adapter = %self.options.id, "jobs still active after cancelling them: {}", ids.join(" "));
+        tracing::warn!(adapter = %self.options.adapter.id, "jobs still active after cancelling them: {}", ids.join(" "));
     }
 }
 
