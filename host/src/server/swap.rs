@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
@@ -121,6 +122,7 @@ pub(crate) fn spawn(
     // Watching starts here, before the scheduler says it is listening, so no early change is missed.
     let mut watch = None;
     rewatch(&mut watch, &configured.origin, &own_jobs);
+    let mut optimizer = Optimizer::new(policy_jobs.clone());
     std::thread::Builder::new()
         .name("ebbtide-swap".into())
         .spawn(move || {
@@ -135,7 +137,7 @@ pub(crate) fn spawn(
                         let limits = candidate.limits.call();
                         let _ = policy_jobs.send(PolicyJob::Install(candidate, ticket));
                         if baseline {
-                            optimize(bytes, limits, policy_jobs.clone());
+                            optimizer.submit(bytes, limits);
                         }
                     }
                     Err(rejected) => {
@@ -150,14 +152,55 @@ pub(crate) fn spawn(
     tx
 }
 
-/// Compiles the optimized build of a candidate that serves from its baseline build, on its own
-/// thread (the next swap need not wait for it), and hands it to the policy thread.
-fn optimize(
-    bytes: std::sync::Arc<Vec<u8>>,
-    limits: crate::policy::CallLimits,
+/// The optimizing compiles of tiered swaps: one at a time, on one thread, so that the next swap need
+/// not wait for one. A build installed while another compiles takes the waiting place, replacing any
+/// build already there: only the newest installed build can still be active (the policy thread drops
+/// an optimized build whose digest no longer is), so a burst of swaps holds one compile and one
+/// waiting build, never a thread or a compile each.
+struct Optimizer {
+    waiting: Arc<(Mutex<Option<Waiting>>, Condvar)>,
     policy_jobs: std_mpsc::Sender<PolicyJob>,
-) {
-    let spawned = std::thread::Builder::new().name("ebbtide-optimize".into()).spawn(move || {
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A build waiting for its optimized compile, with the limits it was installed with.
+type Waiting = (Arc<Vec<u8>>, crate::policy::CallLimits);
+
+impl Optimizer {
+    fn new(policy_jobs: std_mpsc::Sender<PolicyJob>) -> Self {
+        Optimizer { waiting: Arc::default(), policy_jobs, thread: None }
+    }
+
+    /// Queues `bytes` for an optimized compile, in place of any build still waiting.
+    fn submit(&mut self, bytes: Arc<Vec<u8>>, limits: crate::policy::CallLimits) {
+        let (slot, wake) = &*self.waiting;
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((bytes, limits));
+        wake.notify_one();
+        if self.thread.is_none() {
+            let (waiting, policy_jobs) = (self.waiting.clone(), self.policy_jobs.clone());
+            match std::thread::Builder::new()
+                .name("ebbtide-optimize".into())
+                .spawn(move || optimize(&waiting, &policy_jobs))
+            {
+                Ok(thread) => self.thread = Some(thread),
+                Err(e) => {
+                    tracing::warn!("swap: cannot start the optimizing compiles ({e}); baseline builds keep deciding")
+                }
+            }
+        }
+    }
+}
+
+/// Compiles each waiting build with the optimizing compiler and hands it to the policy thread, until
+/// the policy thread is gone.
+fn optimize(waiting: &(Mutex<Option<Waiting>>, Condvar), policy_jobs: &std_mpsc::Sender<PolicyJob>) {
+    let (slot, wake) = waiting;
+    loop {
+        let (bytes, limits) = {
+            let guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = wake.wait_while(guard, |w| w.is_none()).unwrap_or_else(|e| e.into_inner());
+            guard.take().expect("woken with a waiting build")
+        };
         let started = Instant::now();
         match LoadedPolicy::load(&bytes, limits) {
             Ok(policy) => {
@@ -167,18 +210,17 @@ fn optimize(
                     &policy.digest[..12],
                     started.elapsed().as_secs_f64() * 1e3
                 );
-                let _ = policy_jobs.send(PolicyJob::Optimized(std::sync::Arc::new(policy)));
+                if policy_jobs.send(PolicyJob::Optimized(Arc::new(policy))).is_err() {
+                    return;
+                }
             }
             Err(e) => tracing::warn!("swap: no optimized build ({e}); the baseline build keeps deciding"),
         }
-    });
-    if let Err(e) = spawned {
-        tracing::warn!("swap: cannot start the optimizing compile ({e}); the baseline build keeps deciding");
     }
 }
 
 /// A swap's candidate, the ticket it travels with, and its bytes.
-type Passed = (Box<Candidate>, Ticket, std::sync::Arc<Vec<u8>>);
+type Passed = (Box<Candidate>, Ticket, Arc<Vec<u8>>);
 
 /// One request through the pipeline. `None`: nothing to report (a file that has not changed, or is
 /// still being written); `Ok`: the candidate to install; `Err`: rejected. A build that would need
