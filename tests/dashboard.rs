@@ -272,47 +272,15 @@ fn pty(cols: u16, rows: u16) -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
-/// Debian's chromium, or `None` with a visible SKIPPED outside CI. Under `CI=true` a missing browser
-/// fails the test, naming it.
 fn chromium() -> Option<PathBuf> {
-    let found = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|b| which(b));
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium is missing: the dashboard's browser checks need Debian's `chromium` package (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED the browser checks: no chromium on this machine (apt-get install chromium)");
-    }
-    found
-}
-
-fn which(binary: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(binary)).find(|p| p.is_file())
+    common::browser::chromium("the dashboard's browser checks")
 }
 
 /// Loads `url` in headless chromium for a few seconds of virtual time (the page polls every
 /// second) and returns the DOM it ended with.
 fn dump_dom(chromium: &Path, dir: &Path, url: &str) -> String {
-    let profile = dir.join(format!("chromium-profile-{}", common::cluster::unix_ms()));
-    let out = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=4000",
-            "--window-size=1400,1800",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
-        .output()
-        .expect("chromium runs");
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(dom.contains("<body"), "chromium printed no DOM: {}", String::from_utf8_lossy(&out.stderr));
+    let (dom, stderr) = common::browser::dump_dom(chromium, dir, url, 4000, (1400, 1800));
+    assert!(dom.contains("<body"), "chromium printed no DOM: {stderr}");
     dom
 }
 

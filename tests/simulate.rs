@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -79,38 +79,15 @@ fn burst_report_is_complete_consistent_and_renders() {
 
 /// Opens the report in headless Chromium and checks every chart loaded and has its size.
 fn render_in_browser(report: &Path, dir: &Path) {
-    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|b| which(b)) else {
-        return common::tool_missing("chromium (Debian package chromium)", "the report's browser check");
-    };
+    let Some(chromium) = common::browser::chromium("the report's browser check") else { return };
     // The report as it is, plus a probe that writes what the browser made of each image into the DOM.
     let html = std::fs::read_to_string(report).unwrap();
     let probe = r#"<script>window.addEventListener('load', () => { const imgs = [...document.images]; const ok = imgs.filter(i => i.complete && i.naturalWidth >= 800 && i.getBoundingClientRect().height > 100); document.body.setAttribute('data-charts', ok.length + '/' + imgs.length); });</script></body>"#;
     let probed = dir.join("probed-report.html");
     std::fs::write(&probed, html.replace("</body>", probe)).unwrap();
-    let profile = dir.join("chromium-profile");
-    let out = Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-            "--window-size=1100,2000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("file://{}", probed.display()))
-        .output()
-        .expect("chromium runs");
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let url = format!("file://{}", probed.display());
+    let (dom, _) = common::browser::dump_dom(&chromium, dir, &url, 5000, (1100, 2000));
     assert!(dom.contains(r#"data-charts="3/3""#), "chromium did not show all 3 charts: {}", &dom[..dom.len().min(400)]);
-}
-
-fn which(binary: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(binary)).find(|p| p.is_file())
 }
 
 #[test]

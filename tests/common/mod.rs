@@ -78,4 +78,5 @@ pub fn tagged(bytes: &[u8], tag: &str) -> Vec<u8> {
     out
 }
 
+pub mod browser;
 pub mod cluster;
