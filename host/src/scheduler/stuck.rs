@@ -4,7 +4,7 @@
 //! warning in the log, naming the set, the count, the deciding policy and what would serve them.
 //! (Sets that no adapter can serve at all have their own diagnostic, `unrunnable`, in `tasks`.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ebbtide_sdk::CapMap;
 
@@ -32,7 +32,7 @@ impl Scheduler {
     /// Called after every decision, successful or not: counts the decisions each unserved set has
     /// waited through and warns once when one is stuck.
     pub(super) fn note_stuck_demand(&mut self) {
-        let waiting: Vec<CapMap> = self
+        let waiting: BTreeSet<CapMap> = self
             .queues
             .iter()
             .filter(|(caps, queue)| !queue.is_empty() && !self.unrunnable.contains_key(*caps) && !self.served(caps))
