@@ -46,6 +46,20 @@ fn main() {
     build_guests(&root, &guest_dir);
     write_table(&guest_dir);
     write_sdk_sources(&root);
+    pack_relative_relocations();
+}
+
+/// Links the `ebbtide` binary with compact relative relocations (DT_RELR). A position-independent
+/// binary of this size carries 1.3 MB of them, which the dynamic loader reads at every start and
+/// which then stay resident: about 1.2 MiB of an idle scheduler's 19 MiB. Linkers older than
+/// binutils 2.38 ignore the flag with a warning, and a C library without DT_RELR support (glibc
+/// before 2.36) makes the linker fall back to ordinary relocations.
+fn pack_relative_relocations() {
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let env = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    if os == "linux" && env == "gnu" {
+        println!("cargo::rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
 }
 
 /// Installs `wasm32-wasip2` through rustup when the toolchain lacks it.

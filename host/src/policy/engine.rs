@@ -35,8 +35,7 @@ pub fn engine() -> &'static Engine {
 /// from it until its Cranelift build (from [`engine`]) is ready. Its components are never cached.
 /// `None` where Winch does not run (it targets x86_64 only) or refuses this configuration.
 pub fn baseline_engine() -> Option<&'static Engine> {
-    static ENGINE: OnceLock<Option<Engine>> = OnceLock::new();
-    ENGINE
+    BASELINE
         .get_or_init(|| {
             if !cfg!(target_arch = "x86_64") {
                 return None;
@@ -60,6 +59,10 @@ pub fn baseline_engine() -> Option<&'static Engine> {
         .as_ref()
 }
 
+/// Created on the first tiered swap, not at start-up: an idle scheduler keeps no second engine,
+/// pool or ticker thread.
+static BASELINE: OnceLock<Option<Engine>> = OnceLock::new();
+
 /// `baseline_compiler` (on by default): whether new builds may serve from a baseline build.
 static BASELINE_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
@@ -71,9 +74,9 @@ pub fn baseline_compiler_on() -> bool {
     BASELINE_ON.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Whether `engine` is the baseline one.
+/// Whether `engine` is the baseline one (without creating the baseline engine to find out).
 pub fn is_baseline(engine: &Engine) -> bool {
-    baseline_engine().is_some_and(|b| Engine::same(b, engine))
+    BASELINE.get().and_then(Option::as_ref).is_some_and(|b| Engine::same(b, engine))
 }
 
 fn config() -> Config {
@@ -128,6 +131,11 @@ fn pooling() -> PoolingAllocationConfig {
     // sufficed, 8 MiB gained nothing). Only pages a guest has touched are kept.
     pool.linear_memory_keep_resident(4 << 20);
     pool.table_keep_resident(64 << 10);
+    // Reset only the pages a guest actually wrote (Linux 6.7+, PAGEMAP_SCAN), not every page up to
+    // the limit above: a memset of the whole resident region made untouched stack pages resident
+    // (1 MiB per used slot, 5 MiB of an idle scheduler) and cost a fresh decision its time.
+    // Elsewhere wasmtime falls back to the memset.
+    pool.pagemap_scan(wasmtime::Enabled::Auto);
     pool
 }
 
