@@ -1,11 +1,14 @@
 //! Watching the policy's `.wasm` file. The folder is watched rather than the file, so both an
-//! atomic rename onto the path and an in-place rewrite are seen. Events are debounced: a swap is
+//! atomic rename onto the path and an in-place rewrite are seen. A rename onto the path, or the
+//! writer closing the file, says the new build is whole: the swap is asked for at once. Other
+//! changes (a write still going on, a platform that reports neither) are debounced: the swap is
 //! asked for once the file has been quiet for [`QUIET`].
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher};
 
 use super::swap::{SwapJob, SwapRequest, SwapTrigger, Ticket};
@@ -26,13 +29,12 @@ impl FileWatch {
     pub fn start(path: PathBuf, jobs: std_mpsc::SyncSender<SwapJob>) -> anyhow::Result<FileWatch> {
         let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         let name = path.file_name().map(|n| n.to_owned());
-        let (changed, changes) = std_mpsc::channel::<()>();
+        let (changed, changes) = std_mpsc::channel::<Change>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let ours = event.is_ok_and(|e| {
-                !e.kind.is_access() && e.paths.iter().any(|p| p.file_name().map(|n| n.to_owned()) == name)
-            });
-            if ours {
-                let _ = changed.send(());
+            let Ok(event) = event else { return };
+            let is_ours = |p: &PathBuf| p.file_name().map(|n| n.to_owned()) == name;
+            if let Some(change) = Change::of(&event, is_ours) {
+                let _ = changed.send(change);
             }
         })?;
         watcher.watch(&folder, RecursiveMode::NonRecursive)?;
@@ -47,17 +49,46 @@ impl FileWatch {
     }
 }
 
-/// Waits for a change, then for quiet, then asks for a swap. Ends when the watcher is dropped.
-fn debounce(path: &Path, changes: &std_mpsc::Receiver<()>, jobs: &std_mpsc::SyncSender<SwapJob>) {
-    while changes.recv().is_ok() {
+/// What happened to the watched file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// A new build is whole: renamed onto the path, or closed by the process that wrote it.
+    Complete,
+    /// Something changed, and more may follow.
+    Partial,
+}
+
+impl Change {
+    /// The change `event` makes to the watched file (`is_ours` tells its path), if any.
+    fn of(event: &notify::Event, is_ours: impl Fn(&PathBuf) -> bool) -> Option<Change> {
+        match event.kind {
+            // A rename names its destination last (`Both` carries the source first).
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
+                event.paths.last().filter(|p| is_ours(p)).map(|_| Change::Complete)
+            }
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                event.paths.iter().any(&is_ours).then_some(Change::Complete)
+            }
+            EventKind::Access(_) => None,
+            _ => event.paths.iter().any(&is_ours).then_some(Change::Partial),
+        }
+    }
+}
+
+/// Waits for a change, then for the build to be whole (or quiet), then asks for a swap. Ends when
+/// the watcher is dropped.
+fn debounce(path: &Path, changes: &std_mpsc::Receiver<Change>, jobs: &std_mpsc::SyncSender<SwapJob>) {
+    while let Ok(mut change) = changes.recv() {
         let first = Instant::now();
-        loop {
-            match changes.recv_timeout(QUIET) {
-                Ok(()) => continue,
+        while change == Change::Partial {
+            change = match changes.recv_timeout(QUIET) {
+                Ok(next) => next,
                 Err(std_mpsc::RecvTimeoutError::Timeout) => break,
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
-            }
+            };
         }
+        // Events of the same write that were already queued add nothing.
+        while changes.try_recv().is_ok() {}
         let Some(seen) = stamp(path) else { continue }; // Removed: wait for it to come back.
         let origin = Some(Origin::Source(PolicySource::File(path.to_path_buf())));
         let request = SwapRequest { trigger: SwapTrigger::File, origin, params: None, limits: None };
