@@ -240,7 +240,7 @@ fn errors_teach() {
     let (ok, text) = run(&["scheduler", "--config", "bad.toml"], &[]);
     assert!(!ok && text.contains("expected a whole number >= 0") && !text.contains("u64"), "{text}");
 
-    let (mut busy, address, admin) = common::cluster::scheduler(&dir, "busy", &[]);
+    let (busy, address, admin) = common::cluster::scheduler(&dir, "busy", &[]);
     let (ok, text) = run(&["scheduler", &address], &[]);
     assert!(!ok && text.contains("in use") && text.contains("address"), "{text}");
     let (ok, text) = run(&["scheduler", "tcp://127.0.0.1:0", "--admin", &admin], &[]);

@@ -5,6 +5,9 @@
 //! alternate, one task round trip then one ping-pong, so that noise hits both alike.
 //!
 //!     cargo bench -p ebbtide --bench throughput
+//!
+//! `EBBTIDE_BENCH_BINARY=PATH` runs the scheduler and workers of another build (say, the commit
+//! before a change), so that two builds can be alternated in one sitting.
 
 #[path = "../../tests/common/cluster.rs"]
 #[allow(dead_code)]

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The binary this build made; benchmarks may name another build in `EBBTIDE_BENCH_BINARY`, to
+/// measure it before and after a change in one run.
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ebbtide"))
+    std::env::var_os("EBBTIDE_BENCH_BINARY").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ebbtide")), PathBuf::from)
 }
 
 /// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -53,7 +55,8 @@ impl Proc {
                 return (address, admin);
             }
         }
-        panic!("the scheduler exited before listening; stderr:\n{}", self.stderr());
+        let status = self.wait_exit(Duration::from_secs(5));
+        panic!("the scheduler exited before listening ({status:?}); stderr:\n{}", self.stderr());
     }
 
     pub fn stderr(&self) -> String {
@@ -176,11 +179,12 @@ pub fn up(dir: &Path, name: &str, config: &str) -> (Proc, String, String) {
     (proc, address, admin.expect("the configuration sets an admin address"))
 }
 
+/// The complete lines of a decision log (the scheduler may be writing the last one as it is read).
 pub fn decisions(log: &Path) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| serde_json::from_str(l).expect("each complete line is JSON"))
         .collect()
 }
 
