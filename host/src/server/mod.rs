@@ -168,11 +168,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
     let (inputs, inputs_rx) = mpsc::channel(limits.event_queue);
     let last = Arc::new(Mutex::new(None));
     let policy_status = PolicyStatus::of(&config.policy);
-    let policy_jobs = policy_thread::spawn(config.policy.clone(), last.clone(), events.clone());
+    let first_decision = Arc::new(policy_thread::FirstDecision::default());
+    let policy_jobs = policy_thread::spawn(config.policy.clone(), last.clone(), first_decision.clone(), events.clone());
     let rules = ReadRules { max_bytes: limits.max_policy_bytes, dirs: limits.policy_dirs.clone() };
     crate::policy::component::set_compile_timeout(Duration::from_millis(limits.compile_timeout_ms));
     let swap_queue = limits.swap_queue;
-    let swaps = swap::spawn(&config.policy, policy_jobs.clone(), last, events.clone(), rules, swap_queue);
+    let swaps =
+        swap::spawn(&config.policy, policy_jobs.clone(), last, first_decision, events.clone(), rules, swap_queue);
     tokio::spawn(connection::accept_loop(listener, inputs, limits));
 
     let origin = Instant::now();

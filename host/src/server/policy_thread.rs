@@ -6,8 +6,8 @@
 //! configured built-in decides, until the next installation.
 
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use ebbtide_sdk::Snapshot;
 use tokio::sync::mpsc;
@@ -32,6 +32,32 @@ pub enum PolicyJob {
     /// The optimized build of the active policy, which serves from its baseline build: replaces it
     /// if it is still active (same digest), between two decisions.
     Optimized(Arc<LoadedPolicy>),
+}
+
+/// The last baseline build to decide. The optimizing compile of a new build waits for its first
+/// decision, which a swap asks for at once: Cranelift keeps every core busy while it compiles, and
+/// that decision would otherwise wait 5 to 10 ms for one (measured with `cargo bench --bench swap`).
+#[derive(Default)]
+pub struct FirstDecision {
+    digest: Mutex<Option<String>>,
+    changed: Condvar,
+}
+
+impl FirstDecision {
+    fn decided(&self, digest: &str) {
+        let mut last = self.digest.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() != Some(digest) {
+            *last = Some(digest.to_owned());
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until the build `digest` has decided, or `timeout` has passed (a scheduler with
+    /// nothing to decide still gets its optimized build).
+    pub fn wait(&self, digest: &str, timeout: Duration) {
+        let last = self.digest.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.changed.wait_timeout_while(last, timeout, |d| d.as_deref() != Some(digest));
+    }
 }
 
 /// The snapshot and state of the last decision: what a candidate's dry run decides on.
@@ -131,6 +157,7 @@ impl Active {
 pub fn spawn(
     initial: Candidate,
     last: LastSnapshot,
+    first_decision: Arc<FirstDecision>,
     events: mpsc::UnboundedSender<Event>,
 ) -> std_mpsc::Sender<PolicyJob> {
     let (tx, rx) = std_mpsc::channel::<PolicyJob>();
@@ -155,6 +182,9 @@ pub fn spawn(
                         let started = Instant::now();
                         let (outcome, by, engaged) = active.decide(&job);
                         let duration_us = started.elapsed().as_micros() as u64;
+                        if active.candidate.policy.is_baseline() {
+                            first_decision.decided(&active.candidate.policy.digest);
+                        }
                         if let Some(reason) = engaged {
                             let _ = events.send(Event::Fallback(reason));
                         }

@@ -8,12 +8,12 @@
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::Event;
-use super::policy_thread::{LastSnapshot, PolicyJob};
+use super::policy_thread::{FirstDecision, LastSnapshot, PolicyJob};
 use super::shell_status::{SwapOutcome, unix_ms};
 use super::watch::FileWatch;
 use crate::policy::candidate::{self, Candidate, Origin, Rejection};
@@ -107,6 +107,7 @@ pub(crate) fn spawn(
     initial: &Candidate,
     policy_jobs: std_mpsc::Sender<PolicyJob>,
     last: LastSnapshot,
+    first_decision: Arc<FirstDecision>,
     events: mpsc::UnboundedSender<Event>,
     rules: ReadRules,
     queue: usize,
@@ -122,7 +123,7 @@ pub(crate) fn spawn(
     // Watching starts here, before the scheduler says it is listening, so no early change is missed.
     let mut watch = None;
     rewatch(&mut watch, &configured.origin, &own_jobs);
-    let mut optimizer = Optimizer::new(policy_jobs.clone());
+    let mut optimizer = Optimizer::new(policy_jobs.clone(), first_decision);
     std::thread::Builder::new()
         .name("ebbtide-swap".into())
         .spawn(move || {
@@ -134,10 +135,10 @@ pub(crate) fn spawn(
                         // after the report is seen.
                         rewatch(&mut watch, &configured.origin, &own_jobs);
                         let baseline = candidate.policy.is_baseline();
-                        let limits = candidate.limits.call();
+                        let (limits, digest) = (candidate.limits.call(), candidate.policy.digest.clone());
                         let _ = policy_jobs.send(PolicyJob::Install(candidate, ticket));
                         if baseline {
-                            optimizer.submit(bytes, limits);
+                            optimizer.submit(Waiting { bytes, digest, limits });
                         }
                     }
                     Err(rejected) => {
@@ -160,27 +161,36 @@ pub(crate) fn spawn(
 struct Optimizer {
     waiting: Arc<(Mutex<Option<Waiting>>, Condvar)>,
     policy_jobs: std_mpsc::Sender<PolicyJob>,
+    first_decision: Arc<FirstDecision>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// A build waiting for its optimized compile, with the limits it was installed with.
-type Waiting = (Arc<Vec<u8>>, crate::policy::CallLimits);
+struct Waiting {
+    bytes: Arc<Vec<u8>>,
+    digest: String,
+    limits: crate::policy::CallLimits,
+}
+
+/// How long an optimizing compile waits for its build's first decision (see [`FirstDecision`]).
+const FIRST_DECISION_WAIT: Duration = Duration::from_secs(1);
 
 impl Optimizer {
-    fn new(policy_jobs: std_mpsc::Sender<PolicyJob>) -> Self {
-        Optimizer { waiting: Arc::default(), policy_jobs, thread: None }
+    fn new(policy_jobs: std_mpsc::Sender<PolicyJob>, first_decision: Arc<FirstDecision>) -> Self {
+        Optimizer { waiting: Arc::default(), policy_jobs, first_decision, thread: None }
     }
 
-    /// Queues `bytes` for an optimized compile, in place of any build still waiting.
-    fn submit(&mut self, bytes: Arc<Vec<u8>>, limits: crate::policy::CallLimits) {
+    /// Queues a build for an optimized compile, in place of any build still waiting.
+    fn submit(&mut self, build: Waiting) {
         let (slot, wake) = &*self.waiting;
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((bytes, limits));
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(build);
         wake.notify_one();
         if self.thread.is_none() {
             let (waiting, policy_jobs) = (self.waiting.clone(), self.policy_jobs.clone());
+            let first_decision = self.first_decision.clone();
             match std::thread::Builder::new()
                 .name("ebbtide-optimize".into())
-                .spawn(move || optimize(&waiting, &policy_jobs))
+                .spawn(move || optimize(&waiting, &policy_jobs, &first_decision))
             {
                 Ok(thread) => self.thread = Some(thread),
                 Err(e) => {
@@ -191,16 +201,21 @@ impl Optimizer {
     }
 }
 
-/// Compiles each waiting build with the optimizing compiler and hands it to the policy thread, until
-/// the policy thread is gone.
-fn optimize(waiting: &(Mutex<Option<Waiting>>, Condvar), policy_jobs: &std_mpsc::Sender<PolicyJob>) {
+/// Compiles each waiting build with the optimizing compiler, once it has decided, and hands it to
+/// the policy thread, until the policy thread is gone.
+fn optimize(
+    waiting: &(Mutex<Option<Waiting>>, Condvar),
+    policy_jobs: &std_mpsc::Sender<PolicyJob>,
+    first_decision: &FirstDecision,
+) {
     let (slot, wake) = waiting;
     loop {
-        let (bytes, limits) = {
+        let Waiting { bytes, digest, limits } = {
             let guard = slot.lock().unwrap_or_else(|e| e.into_inner());
             let mut guard = wake.wait_while(guard, |w| w.is_none()).unwrap_or_else(|e| e.into_inner());
             guard.take().expect("woken with a waiting build")
         };
+        first_decision.wait(&digest, FIRST_DECISION_WAIT);
         let started = Instant::now();
         match LoadedPolicy::load(&bytes, limits) {
             Ok(policy) => {
