@@ -104,3 +104,42 @@ pub fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.len(), meta.modified().ok()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RenameMode};
+
+    use super::*;
+
+    fn change(kind: EventKind, paths: &[&str]) -> Option<Change> {
+        let mut event = notify::Event::new(kind);
+        for p in paths {
+            event = event.add_path(PathBuf::from(p));
+        }
+        Change::of(&event, |p| p.file_name().is_some_and(|n| n == "policy.wasm"))
+    }
+
+    #[test]
+    fn a_rename_onto_the_file_or_its_writer_closing_it_is_a_whole_build() {
+        let renamed_to = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert_eq!(change(renamed_to, &["/d/policy.wasm"]), Some(Change::Complete));
+        assert_eq!(change(renamed, &["/d/policy.tmp", "/d/policy.wasm"]), Some(Change::Complete));
+        assert_eq!(change(closed, &["/d/policy.wasm"]), Some(Change::Complete));
+    }
+
+    #[test]
+    fn writes_still_going_on_wait_and_other_files_and_reads_are_ignored() {
+        let written = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        let created = EventKind::Create(CreateKind::File);
+        assert_eq!(change(written, &["/d/policy.wasm"]), Some(Change::Partial));
+        assert_eq!(change(created, &["/d/policy.wasm"]), Some(Change::Partial));
+        assert_eq!(change(written, &["/d/other.wasm"]), None);
+        // Moved away: the source is ours, the destination is not.
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert_eq!(change(renamed, &["/d/policy.wasm", "/d/old.wasm"]), None);
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert_eq!(change(read, &["/d/policy.wasm"]), None);
+    }
+}
