@@ -124,16 +124,16 @@ fn pooling() -> PoolingAllocationConfig {
     pool.max_core_instance_size(4 << 20);
     pool.max_component_instance_size(4 << 20);
     // A fresh instance per decision touches the same pages of memory every time. Keeping them
-    // resident (reset with memset when a slot is reused, instead of returned to the kernel and
+    // resident (reset in place when a slot is reused, instead of returned to the kernel and
     // faulted in again) halves the cost of a fresh decision on the large snapshot. A Rust guest's
     // first 1 MiB is its stack and its heap starts above it, so 1 MiB kept none of the heap: 4 MiB
     // keeps a large snapshot's (measured with `policy bench capability --size large`: 2 MiB already
-    // sufficed, 8 MiB gained nothing). Only pages a guest has touched are kept.
+    // sufficed, 8 MiB gained nothing).
     pool.linear_memory_keep_resident(4 << 20);
     pool.table_keep_resident(64 << 10);
     // Reset only the pages a guest actually wrote (Linux 6.7+, PAGEMAP_SCAN), not every page up to
-    // the limit above: a memset of the whole resident region made untouched stack pages resident
-    // (1 MiB per used slot, 5 MiB of an idle scheduler) and cost a fresh decision its time.
+    // the limit above: a memset of the whole region made untouched stack pages resident (1 MiB per
+    // used slot, 5 MiB of an idle scheduler) and cost a fresh decision 13 us on the large sample.
     // Elsewhere wasmtime falls back to the memset.
     pool.pagemap_scan(wasmtime::Enabled::Auto);
     pool
