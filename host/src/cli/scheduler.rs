@@ -317,10 +317,7 @@ pub async fn launch(settings: Settings, reload: Option<Reload>) -> anyhow::Resul
         Some(c) => tracing::info!("compile cache: {} (at most {} MiB)", c.dir.display(), c.max_bytes >> 20),
         None => tracing::info!("compile cache: off (compile_cache_mb=0, or no cache folder)"),
     }
-    // Loaded on this thread, though it may compile: nothing else runs before the scheduler listens,
-    // and a blocking-pool thread would keep what the load allocated in a malloc arena of its own
-    // (0.75 MiB of an idle scheduler's memory, measured with /proc/PID/status).
-    let (policy, shadow) = spec.load(&rules)?;
+    let (policy, shadow) = tokio::task::spawn_blocking(move || spec.load(&rules)).await??;
     let policy_line = describe_policy(&policy, settings.core.allocate);
     let config = ServerConfig {
         address: settings.address,
