@@ -46,9 +46,9 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let file = FileConfig::parse(CONFIG)?;
-    let settings = SchedulerArgs::default().resolve(&file, None)?;
+    let ready = SchedulerArgs::default().resolve(&file, None)?.load()?;
     super::runtime()?.block_on(async {
-        let (launched, adapters) = bring_up(&file, settings, None).await?;
+        let (launched, adapters) = bring_up(&file, ready, None).await?;
         if let Some(admin) = launched.admin {
             println!("watch it live: http://{admin}/ in a browser, or `ebbtide top {admin}` in a terminal");
         }

@@ -179,10 +179,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 None => config::FileConfig::default(),
             };
             let base = args.config.as_deref().and_then(|p| p.parent()).map(|p| p.to_path_buf());
-            let settings = args.resolve(&file, base.as_deref())?;
+            let ready = args.resolve(&file, base.as_deref())?.load()?;
             runtime()?.block_on(async {
                 // Held until the process stops: it owns the pid file.
-                let _launched = scheduler::launch(settings, Some((args.clone(), args.config.clone()))).await?;
+                let _launched = scheduler::launch(ready, Some((args.clone(), args.config.clone()))).await?;
                 scheduler::stop_requested().await;
                 anyhow::Ok(())
             })?;

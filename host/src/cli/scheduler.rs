@@ -116,6 +116,7 @@ pub struct Settings {
 }
 
 /// The policy as configured, not loaded yet.
+#[derive(Clone)]
 pub struct PolicySpec {
     pub source: PolicySource,
     pub params: String,
@@ -123,6 +124,7 @@ pub struct PolicySpec {
     pub shadow: Option<ShadowSpec>,
 }
 
+#[derive(Clone)]
 pub struct ShadowSpec {
     pub source: PolicySource,
     pub params: String,
@@ -302,22 +304,47 @@ pub struct Launched {
 /// What SIGHUP re-reads: the command's flags and its configuration file.
 pub type Reload = (SchedulerArgs, Option<PathBuf>);
 
+/// A scheduler ready to launch: its settings, and its policy loaded through the whole swap pipeline.
+pub struct Ready {
+    settings: Settings,
+    policy: Candidate,
+    shadow: Option<ShadowSetup>,
+}
+
+impl Ready {
+    /// The peers' tokens, which the adapters started beside the scheduler present.
+    pub fn tokens(&self) -> &Tokens {
+        &self.settings.core.tokens
+    }
+}
+
+impl Settings {
+    /// Configures the policy runtime (compile timeout, compile cache, baseline compiler) and loads
+    /// the policy, compiling it on first sight. Call it before the async runtime starts: a guest's
+    /// output during the dry run goes through wasmtime-wasi, which must not block inside a runtime,
+    /// and on the main thread what the load keeps stays in the main heap instead of a malloc arena
+    /// of a thread of its own (0.75 MiB of an idle scheduler's memory).
+    pub fn load(self) -> anyhow::Result<Ready> {
+        let limits = &self.core.limits;
+        let rules = ReadRules { max_bytes: limits.max_policy_bytes, dirs: limits.policy_dirs.clone() };
+        crate::policy::component::set_compile_timeout(std::time::Duration::from_millis(limits.compile_timeout_ms));
+        crate::policy::compile_cache::configure(self.compile_cache_dir.clone(), limits.compile_cache_mb);
+        crate::policy::engine::set_baseline_compiler(self.baseline_compiler);
+        match crate::policy::compile_cache::settings() {
+            Some(c) => tracing::info!("compile cache: {} (at most {} MiB)", c.dir.display(), c.max_bytes >> 20),
+            None => tracing::info!("compile cache: off (compile_cache_mb=0, or no cache folder)"),
+        }
+        let (policy, shadow) = self.policy.clone().load(&rules)?;
+        Ok(Ready { settings: self, policy, shadow })
+    }
+}
+
 /// Starts the scheduler (and admin HTTP) on the current runtime and prints where it listens; with
 /// `reload`, SIGHUP re-reads the configuration (its handler is in place before the print).
-pub async fn launch(settings: Settings, reload: Option<Reload>) -> anyhow::Result<Launched> {
+pub async fn launch(ready: Ready, reload: Option<Reload>) -> anyhow::Result<Launched> {
+    let Ready { settings, policy, shadow } = ready;
     let host = settings.address.host.clone();
-    let spec = settings.policy;
     let admin_limits = settings.core.limits.clone();
-    let limits = &settings.core.limits;
-    let rules = ReadRules { max_bytes: limits.max_policy_bytes, dirs: limits.policy_dirs.clone() };
-    crate::policy::component::set_compile_timeout(std::time::Duration::from_millis(limits.compile_timeout_ms));
-    crate::policy::compile_cache::configure(settings.compile_cache_dir.clone(), limits.compile_cache_mb);
-    crate::policy::engine::set_baseline_compiler(settings.baseline_compiler);
-    match crate::policy::compile_cache::settings() {
-        Some(c) => tracing::info!("compile cache: {} (at most {} MiB)", c.dir.display(), c.max_bytes >> 20),
-        None => tracing::info!("compile cache: off (compile_cache_mb=0, or no cache folder)"),
-    }
-    let (policy, shadow) = tokio::task::spawn_blocking(move || spec.load(&rules)).await??;
     let policy_line = describe_policy(&policy, settings.core.allocate);
     let config = ServerConfig {
         address: settings.address,

@@ -93,20 +93,20 @@ fn describe_adapter(id: &str, a: &AdapterSection) -> String {
 /// Reads the file and launches the scheduler and its adapters.
 pub async fn bring_up(
     file: &FileConfig,
-    settings: super::scheduler::Settings,
+    ready: super::scheduler::Ready,
     reload: Option<Reload>,
 ) -> anyhow::Result<(Launched, Adapters)> {
-    let tokens = settings.core.tokens.clone();
-    let launched = launch(settings, reload).await?;
+    let tokens = ready.tokens().clone();
+    let launched = launch(ready, reload).await?;
     let adapters = Adapters::start(&file.adapter, &launched.address, &tokens).await?;
     Ok((launched, adapters))
 }
 
 pub fn run(config: &Path, args: SchedulerArgs) -> anyhow::Result<()> {
     let file = FileConfig::read(config)?;
-    let settings = args.resolve(&file, config.parent())?;
+    let ready = args.resolve(&file, config.parent())?.load()?;
     super::runtime()?.block_on(async {
-        let (_launched, adapters) = bring_up(&file, settings, Some((args.clone(), Some(config.to_path_buf())))).await?;
+        let (_launched, adapters) = bring_up(&file, ready, Some((args.clone(), Some(config.to_path_buf())))).await?;
         stop_requested().await;
         eprintln!("stopping: shutting down every group ...");
         adapters.stop().await;
